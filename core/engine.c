@@ -1,0 +1,1383 @@
+/*
+ * The engine: one libevent filter bufferevent (the top) over the transport,
+ * running the chain of plugin filters itself (DESIGN section 2).
+ *
+ * Layers are indexed from the wire up. On the input side layer i reads from
+ * the buffer below it (the transport's input for layer 0) and appends to its
+ * `up` buffer (the top's input for the last layer); on the output side it
+ * reads from the buffer above (the top's output for the last layer) and
+ * appends to its `down` buffer (the transport's output for layer 0).
+ *
+ * The engine handles the libevent traps of DESIGN section 4: errors are
+ * sticky and raised on the top (1), BEV_OK without progress is caught (2),
+ * parked data is re-run on drain and on enable (3, 7), EOF runs BEV_FINISHED
+ * bottom-up before the event goes up (4), graceful close is built
+ * (5, strata_close), timeouts and rate limits live on the transport (6, 10),
+ * intermediate buffers and the transport are bounded (8, 9), and the
+ * transport is owned through interposition (11).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include "internal.h"
+
+/* Bound of each intermediate buffer between two layers. */
+#define LAYER_CAP (256 * 1024)
+/* Read and write high watermarks put on the transport (trap 8, 9). */
+#define TRANSPORT_RD_HIGH (256 * 1024)
+#define TRANSPORT_WR_HIGH (256 * 1024)
+#define TRANSPORT_WR_LOW (64 * 1024)
+
+struct strata_layer {
+	const struct strata_filter_type *type;
+	void *ctx;
+	struct strata_spec *spec; /* holds type's cfg */
+	struct strata_engine *engine;
+	struct evbuffer *up;	  /* input side, towards the user */
+	struct evbuffer *down;	  /* output side, towards the wire */
+	uint64_t read_in, read_out, write_in, write_out;
+	unsigned side_writes;
+	unsigned in_finished : 1;
+	unsigned gates : 1;
+	unsigned ready : 1;
+	unsigned started : 1;
+};
+
+struct close_state {
+	struct event *timer;
+	strata_close_fn cb;
+	void *arg;
+};
+
+struct strata_engine {
+	struct bufferevent *top;
+	struct bufferevent *transport;
+	bufferevent_data_cb orig_r, orig_w;
+	bufferevent_event_cb orig_e;
+	void *orig_arg;
+	struct strata_layer *layers;
+	size_t n;
+	struct evbuffer_cb_entry *drain_cb, *tin_cb, *tout_cb;
+	uint64_t wire_in, wire_out;
+	char *error;		  /* "<layer>: <cause>", set once */
+	struct strata_error *err_detail;
+	struct close_state *closing;
+	enum strata_role role;
+	int depth;		  /* filter calls in progress */
+	short fail_dir;
+	unsigned failed : 1;
+	unsigned error_raised : 1;
+	unsigned connected : 1;
+	unsigned connect_sent : 1;
+	unsigned eof : 1;
+	unsigned out_finished : 1;
+	unsigned shut_wr : 1;
+	unsigned wr_timed_out : 1;
+	unsigned below_dirty : 1;
+	unsigned peer_eof : 1;
+};
+
+static const struct timeval hook_now = {0, 1};
+
+static void wrap_r(struct bufferevent *t, void *arg);
+static void close_finish(struct strata_engine *e, int delivered);
+
+/* ---- finding the engine of a top ---- */
+
+static struct strata_engine *
+engine_of(struct bufferevent *top)
+{
+	struct bufferevent *t;
+	bufferevent_data_cb r = NULL;
+	void *arg = NULL;
+
+	if (!top || !(t = bufferevent_get_underlying(top)))
+		return NULL;
+	bufferevent_getcb(t, &r, NULL, NULL, &arg);
+	if (r != wrap_r || !arg || ((struct strata_engine *)arg)->top != top)
+		return NULL;
+	return arg;
+}
+
+int
+strata_is_stack(struct bufferevent *bev)
+{
+	return engine_of(bev) != NULL;
+}
+
+struct bufferevent *
+strata_transport(struct bufferevent *top)
+{
+	struct strata_engine *e = engine_of(top);
+
+	return e ? e->transport : NULL;
+}
+
+/* ---- buffers around a layer ---- */
+
+static struct evbuffer *
+in_src(struct strata_engine *e, size_t i)
+{
+	return i ? e->layers[i - 1].up : bufferevent_get_input(e->transport);
+}
+
+static struct evbuffer *
+in_dst(struct strata_engine *e, size_t i)
+{
+	return i + 1 < e->n ? e->layers[i].up : bufferevent_get_input(e->top);
+}
+
+static struct evbuffer *
+out_src(struct strata_engine *e, size_t i)
+{
+	return i + 1 < e->n ? e->layers[i + 1].down
+			    : bufferevent_get_output(e->top);
+}
+
+static struct evbuffer *
+out_dst(struct strata_engine *e, size_t i)
+{
+	return i ? e->layers[i].down : bufferevent_get_output(e->transport);
+}
+
+static int
+input_held(struct strata_engine *e)
+{
+	size_t i;
+
+	if (evbuffer_get_length(bufferevent_get_input(e->transport)))
+		return 1;
+	for (i = 0; i + 1 < e->n; i++)
+		if (evbuffer_get_length(e->layers[i].up))
+			return 1;
+	return 0;
+}
+
+static int
+output_held_below(struct strata_engine *e)
+{
+	size_t i;
+
+	for (i = 1; i < e->n; i++)
+		if (evbuffer_get_length(e->layers[i].down))
+			return 1;
+	return 0;
+}
+
+/*
+ * The top's ev_read/ev_write are the engine's hooks: libevent adds them
+ * from bufferevent_enable() and after each filter pass when a timeout is
+ * set on the top, so a tiny timeout makes enable() call the engine (traps
+ * 3 and 7). They are armed only while data is parked.
+ */
+static void
+hooks_update(struct strata_engine *e)
+{
+	struct bufferevent *top = e->top;
+
+	if (input_held(e) && !e->eof)
+		top->timeout_read = hook_now;
+	else
+		evutil_timerclear(&top->timeout_read);
+	if (output_held_below(e) ||
+	    evbuffer_get_length(bufferevent_get_output(top)) ||
+	    e->wr_timed_out)
+		top->timeout_write = hook_now;
+	else
+		evutil_timerclear(&top->timeout_write);
+}
+
+/* ---- errors ---- */
+
+static void
+raise_error(struct strata_engine *e)
+{
+	if (e->error_raised)
+		return;
+	e->error_raised = 1;
+	bufferevent_trigger_event(e->top, BEV_EVENT_ERROR | e->fail_dir,
+	    BEV_TRIG_DEFER_CALLBACKS);
+}
+
+/* Make the stack fail with @p msg (if none stored yet). */
+static void
+engine_fail(struct strata_engine *e, short dir, enum strata_error_code code,
+    int sys_errno, const char *msg)
+{
+	if (e->failed)
+		return;
+	e->failed = 1;
+	e->fail_dir = dir;
+	e->error = strdup(msg);
+	e->err_detail = calloc(1, sizeof(*e->err_detail));
+	if (e->err_detail) {
+		e->err_detail->code = code;
+		e->err_detail->sys_errno = sys_errno;
+		snprintf(e->err_detail->message,
+		    sizeof(e->err_detail->message), "%s", msg);
+	}
+	bufferevent_disable(e->transport, EV_READ);
+	if (!e->depth)
+		raise_error(e);
+}
+
+const char *
+strata_last_error(struct bufferevent *top)
+{
+	struct strata_engine *e = engine_of(top);
+
+	return e ? e->error : NULL;
+}
+
+int
+strata_get_error(struct bufferevent *top, struct strata_error *err)
+{
+	struct strata_engine *e = engine_of(top);
+
+	if (!e || !e->failed || !err)
+		return 0;
+	if (e->err_detail)
+		*err = *e->err_detail;
+	else
+		strata_error_set(err, STRATA_ERR_NOMEM, "%s",
+		    e->error ? e->error : "error");
+	return 1;
+}
+
+void
+strata_layer_fail(struct strata_layer *l, enum strata_error_code code,
+    const char *fmt, ...)
+{
+	char cause[STRATA_ERROR_MAX], msg[STRATA_ERROR_MAX + 40];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cause, sizeof(cause), fmt, ap);
+	va_end(ap);
+	snprintf(msg, sizeof(msg), "%s: %s", l->type->name, cause);
+	engine_fail(l->engine, BEV_EVENT_READING, code, 0, msg);
+}
+
+/* ---- calling one layer ---- */
+
+/*
+ * Call a layer's filter function until it stops making progress, has no
+ * input left (BEV_NORMAL) or filled its limit. Returns 1 if it made
+ * progress, 0 if not, -1 if the stack failed.
+ */
+static int
+layer_call(struct strata_engine *e, struct strata_layer *l, int out,
+    struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
+    enum bufferevent_flush_mode mode)
+{
+	bufferevent_filter_cb fn = out ? l->type->output : l->type->input;
+	short dir = out ? BEV_EVENT_WRITING : BEV_EVENT_READING;
+	int progress = 0;
+
+	for (;;) {
+		size_t s0 = evbuffer_get_length(src);
+		size_t d0 = evbuffer_get_length(dst), s1, d1, used, made;
+		unsigned w0 = l->side_writes;
+		enum bufferevent_filter_result r;
+		char msg[STRATA_ERROR_MAX];
+
+		e->depth++;
+		r = fn(src, dst, lim, mode, l->ctx);
+		e->depth--;
+		s1 = evbuffer_get_length(src);
+		d1 = evbuffer_get_length(dst);
+		used = s0 > s1 ? s0 - s1 : 0;
+		made = d1 > d0 ? d1 - d0 : 0;
+		if (out) {
+			l->write_in += used;
+			l->write_out += made;
+		} else {
+			l->read_in += used;
+			l->read_out += made;
+		}
+		if (e->failed || r == BEV_ERROR) {
+			snprintf(msg, sizeof(msg), "%s: filter failed (%s side)",
+			    l->type->name, out ? "output" : "input");
+			engine_fail(e, dir, STRATA_ERR_FILTER, 0, msg);
+			e->fail_dir = dir;
+			return -1;
+		}
+		if (used || made || w0 != l->side_writes)
+			progress = 1;
+		else if (r == BEV_OK) {
+			snprintf(msg, sizeof(msg),
+			    "%s: filter returned BEV_OK without progress "
+			    "(%s side)", l->type->name, out ? "output" : "input");
+			engine_fail(e, dir, STRATA_ERR_PROTOCOL, 0, msg);
+			return -1;
+		}
+		if (r != BEV_OK)
+			return progress;
+		if (lim >= 0 && (lim -= (ev_ssize_t)made) <= 0)
+			return progress;
+		if (!s1 && mode == BEV_NORMAL)
+			return progress;
+	}
+}
+
+static ev_ssize_t
+room_in(struct evbuffer *b, ev_ssize_t cap)
+{
+	ev_ssize_t len = (ev_ssize_t)evbuffer_get_length(b);
+
+	return len >= cap ? 0 : cap - len;
+}
+
+/* ---- the input chain ---- */
+
+/*
+ * Run the input side bottom-up until nothing moves. @p lim bounds what the
+ * last layer may add to the top's input. With @p full, layers are called
+ * even with empty input (re-runs, flushes); BEV_FINISHED reaches each layer
+ * once, after everything below it was processed.
+ */
+static int
+run_input(struct strata_engine *e, ev_ssize_t lim,
+    enum bufferevent_flush_mode mode, int full)
+{
+	struct evbuffer *top_in = bufferevent_get_input(e->top);
+	size_t top0 = evbuffer_get_length(top_in);
+	int moved = 0, progress;
+	size_t i;
+
+	do {
+		progress = 0;
+		for (i = 0; i < e->n; i++) {
+			struct strata_layer *l = &e->layers[i];
+			struct evbuffer *src = in_src(e, i), *dst = in_dst(e, i);
+			ev_ssize_t room;
+			int r;
+
+			if (l->in_finished)
+				continue;
+			if (mode == BEV_NORMAL && !full &&
+			    !evbuffer_get_length(src))
+				continue;
+			if (mode != BEV_NORMAL)
+				room = -1;
+			else if (i + 1 == e->n)
+				room = lim < 0 ? -1 : room_in(top_in,
+				    (ev_ssize_t)top0 + lim);
+			else
+				room = room_in(dst, LAYER_CAP);
+			if (!room)
+				continue;
+			r = layer_call(e, l, 0, src, dst, room, mode);
+			if (r < 0)
+				return -1;
+			if (mode == BEV_FINISHED)
+				l->in_finished = 1;
+			progress |= r;
+		}
+		moved |= progress;
+		full = 0;
+	} while (progress && mode == BEV_NORMAL);
+	return moved;
+}
+
+/* ---- the output chain ---- */
+
+static ev_ssize_t
+transport_room(struct strata_engine *e)
+{
+	return room_in(bufferevent_get_output(e->transport),
+	    TRANSPORT_WR_HIGH);
+}
+
+/*
+ * Run the output side top-down until nothing moves. @p lim bounds what
+ * layer 0 may add to the transport's output; @p take_top says whether the
+ * top's output may be consumed (EV_WRITE enabled on the top).
+ */
+static int
+run_output(struct strata_engine *e, ev_ssize_t lim,
+    enum bufferevent_flush_mode mode, int take_top)
+{
+	int moved = 0, progress;
+	size_t i;
+
+	do {
+		progress = 0;
+		e->below_dirty = 0;
+		for (i = e->n; i-- > 0;) {
+			struct strata_layer *l = &e->layers[i];
+			struct evbuffer *src = out_src(e, i), *dst = out_dst(e, i);
+			ev_ssize_t room;
+			int r;
+
+			if (i + 1 == e->n && !take_top && mode == BEV_NORMAL)
+				continue;
+			if (mode == BEV_NORMAL && !evbuffer_get_length(src))
+				continue;
+			if (mode != BEV_NORMAL)
+				room = -1;
+			else if (i == 0)
+				room = lim < 0 ? -1 : transport_room(e);
+			else
+				room = room_in(dst, LAYER_CAP);
+			if (!room)
+				continue;
+			r = layer_call(e, l, 1, src, dst, room, mode);
+			if (r < 0)
+				return -1;
+			progress |= r;
+		}
+		moved |= progress;
+		if (mode != BEV_NORMAL)
+			break;
+	} while (progress);
+	return moved;
+}
+
+/* Layers wrote below from their input side: send it on. */
+static void
+flush_side_writes(struct strata_engine *e)
+{
+	if (e->below_dirty && !e->failed)
+		run_output(e, transport_room(e), BEV_NORMAL, 0);
+}
+
+/* ---- half-close ---- */
+
+/* After BEV_FINISHED on output, shut the write side once all is sent. */
+static void
+maybe_shutdown(struct strata_engine *e)
+{
+	evutil_socket_t fd;
+
+	if (!e->out_finished || e->shut_wr || e->failed ||
+	    evbuffer_get_length(bufferevent_get_output(e->transport)) ||
+	    output_held_below(e) ||
+	    evbuffer_get_length(bufferevent_get_output(e->top)))
+		return;
+	e->shut_wr = 1;
+	fd = bufferevent_getfd(e->transport);
+	if (fd >= 0 && shutdown(fd, SHUT_WR) < 0 && errno != ENOTSOCK &&
+	    errno != ENOTCONN) {
+		char msg[STRATA_ERROR_MAX];
+		snprintf(msg, sizeof(msg), "transport: shutdown: %s",
+		    strerror(errno));
+		engine_fail(e, BEV_EVENT_WRITING, STRATA_ERR_SYSTEM, errno,
+		    msg);
+		return;
+	}
+	if (e->closing && e->peer_eof)
+		close_finish(e, 1);
+}
+
+/* ---- the two bufferevent_filter_cb functions of the top ---- */
+
+static ev_ssize_t
+top_limit(struct strata_engine *e, ev_ssize_t lim)
+{
+	/* Stay one byte under the top's read high watermark: libevent >=
+	 * 2.1.9 re-fires the read callback in a busy loop while the input
+	 * is at or above it (libevent #891); the transport's own watermark
+	 * bounds memory instead. */
+	return lim > 0 ? lim - 1 : lim;
+}
+
+static enum bufferevent_filter_result
+engine_input(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
+    enum bufferevent_flush_mode mode, void *arg)
+{
+	struct strata_engine *e = arg;
+	size_t before = evbuffer_get_length(dst);
+	int r;
+
+	if (e->failed)
+		return BEV_ERROR;
+	if (e->closing) {
+		evbuffer_drain(src, evbuffer_get_length(src));
+		return BEV_NEED_MORE;
+	}
+	r = run_input(e, mode == BEV_NORMAL ? top_limit(e, lim) : -1, mode,
+	    mode != BEV_NORMAL);
+	if (r >= 0)
+		flush_side_writes(e);
+	hooks_update(e);
+	if (r < 0 || e->failed) {
+		raise_error(e);
+		return BEV_ERROR;
+	}
+	if (evbuffer_get_length(dst) <= before)
+		return BEV_NEED_MORE;
+	/* libevent triggers the read callback only on its read path, not
+	 * from a flush: do it for flushes. */
+	if (mode != BEV_NORMAL)
+		bufferevent_trigger(e->top, EV_READ,
+		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+	return BEV_OK;
+}
+
+static enum bufferevent_filter_result
+engine_output(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
+    enum bufferevent_flush_mode mode, void *arg)
+{
+	struct strata_engine *e = arg;
+	size_t s0 = evbuffer_get_length(src), d0 = evbuffer_get_length(dst);
+	int r;
+
+	if (e->failed)
+		return BEV_ERROR;
+	if (e->out_finished && s0) {
+		engine_fail(e, BEV_EVENT_WRITING, STRATA_ERR_STATE,
+		    0, "strata: write after the output was finished");
+		return BEV_ERROR;
+	}
+	r = run_output(e, lim, mode, 1);
+	if (r >= 0 && mode == BEV_FINISHED) {
+		e->out_finished = 1;
+		maybe_shutdown(e);
+	}
+	hooks_update(e);
+	if (r < 0 || e->failed) {
+		raise_error(e);
+		return BEV_ERROR;
+	}
+	if (evbuffer_get_length(src) < s0 || evbuffer_get_length(dst) > d0)
+		return BEV_OK;
+	return BEV_NEED_MORE;
+}
+
+/* ---- re-running parked data (hooks on the top's ev_read/ev_write) ---- */
+
+static void
+rerun_input(struct strata_engine *e)
+{
+	struct bufferevent *top = e->top;
+	struct evbuffer *in = bufferevent_get_input(top);
+	size_t before = evbuffer_get_length(in), low, high;
+	ev_ssize_t lim = -1;
+
+	if (e->failed || e->eof || e->closing ||
+	    !(bufferevent_get_enabled(top) & EV_READ))
+		return;
+	bufferevent_getwatermark(top, EV_READ, &low, &high);
+	if (high) {
+		if (before >= high)
+			return;
+		lim = top_limit(e, (ev_ssize_t)(high - before));
+	}
+	if (run_input(e, lim, BEV_NORMAL, 1) < 0) {
+		raise_error(e);
+		return;
+	}
+	flush_side_writes(e);
+	hooks_update(e);
+	if (evbuffer_get_length(in) > before)
+		bufferevent_trigger(top, EV_READ, 0);
+	(void)low;
+}
+
+static void
+rerun_output(struct strata_engine *e)
+{
+	struct bufferevent *top = e->top;
+	struct evbuffer *out = bufferevent_get_output(top);
+	size_t before = evbuffer_get_length(out), low, high;
+	int take = !!(bufferevent_get_enabled(top) & EV_WRITE);
+
+	if (e->failed)
+		return;
+	if (e->wr_timed_out && take) {
+		e->wr_timed_out = 0;
+		bufferevent_enable(e->transport, EV_WRITE);
+	}
+	if (run_output(e, transport_room(e), BEV_NORMAL, take) < 0) {
+		raise_error(e);
+		return;
+	}
+	maybe_shutdown(e);
+	hooks_update(e);
+	bufferevent_getwatermark(top, EV_WRITE, &low, &high);
+	if (evbuffer_get_length(out) < before &&
+	    evbuffer_get_length(out) <= low)
+		bufferevent_trigger(top, EV_WRITE, 0);
+}
+
+static void
+hook_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct bufferevent *top = arg;
+	struct strata_engine *e;
+
+	bufferevent_incref(top);
+	bufferevent_lock(top);
+	if ((e = engine_of(top)) != NULL)
+		rerun_input(e);
+	bufferevent_unlock(top);
+	bufferevent_decref(top);
+}
+
+static void
+hook_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct bufferevent *top = arg;
+	struct strata_engine *e;
+
+	bufferevent_incref(top);
+	bufferevent_lock(top);
+	if ((e = engine_of(top)) != NULL)
+		rerun_output(e);
+	bufferevent_unlock(top);
+	bufferevent_decref(top);
+}
+
+/* The user drained the top's input: parked input may now move (trap 3). */
+static void
+top_input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+    void *arg)
+{
+	struct strata_engine *e = arg;
+
+	if (info->n_deleted && !e->failed && !e->eof && input_held(e))
+		event_active(&e->top->ev_read, EV_TIMEOUT, 1);
+}
+
+static void
+wire_in_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+    void *arg)
+{
+	((struct strata_engine *)arg)->wire_in += info->n_added;
+}
+
+static void
+wire_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+    void *arg)
+{
+	((struct strata_engine *)arg)->wire_out += info->n_deleted;
+}
+
+/* ---- interposition on the transport's callbacks ---- */
+
+static void
+wrap_r(struct bufferevent *t, void *arg)
+{
+	struct strata_engine *e = arg;
+
+	if (e->failed)
+		return;
+	if (e->closing) {
+		struct evbuffer *in = bufferevent_get_input(t);
+		evbuffer_drain(in, evbuffer_get_length(in));
+		return;
+	}
+	e->orig_r(t, e->orig_arg);
+}
+
+static void
+wrap_w(struct bufferevent *t, void *arg)
+{
+	struct strata_engine *e = arg;
+
+	if (e->failed)
+		return;
+	bufferevent_lock(e->top);
+	rerun_output(e);
+	bufferevent_unlock(e->top);
+}
+
+static void start_layers(struct strata_engine *e);
+
+static void
+send_connected(struct strata_engine *e)
+{
+	size_t i;
+
+	if (!e->connected || e->connect_sent || e->failed)
+		return;
+	for (i = 0; i < e->n; i++)
+		if (e->layers[i].gates && !e->layers[i].ready)
+			return;
+	e->connect_sent = 1;
+	bufferevent_trigger_event(e->top, BEV_EVENT_CONNECTED,
+	    BEV_TRIG_DEFER_CALLBACKS);
+}
+
+/* The peer ended its stream: BEV_FINISHED bottom-up, data, then EOF. */
+static void
+on_eof(struct strata_engine *e, short what)
+{
+	struct evbuffer *in = bufferevent_get_input(e->top);
+	size_t before = evbuffer_get_length(in);
+	int r;
+
+	e->peer_eof = 1;
+	if (e->closing) {
+		if (e->shut_wr)
+			close_finish(e, 1);
+		return;
+	}
+	e->eof = 1;
+	r = run_input(e, -1, BEV_FINISHED, 1);
+	if (r >= 0)
+		flush_side_writes(e);
+	hooks_update(e);
+	if (r < 0 || e->failed) {
+		if (evbuffer_get_length(in) > before)
+			bufferevent_trigger(e->top, EV_READ,
+			    BEV_TRIG_IGNORE_WATERMARKS);
+		raise_error(e);
+		return;
+	}
+	if (evbuffer_get_length(in) > before)
+		bufferevent_trigger(e->top, EV_READ,
+		    BEV_TRIG_IGNORE_WATERMARKS);
+	e->orig_e(e->transport, what, e->orig_arg);
+}
+
+static void
+on_timeout(struct strata_engine *e, short what)
+{
+	if (e->closing)
+		return;
+	if (what & BEV_EVENT_READING) {
+		/* Disable on the top, keep the transport armed: the user's
+		 * bufferevent_enable(top, EV_READ) then resumes it. */
+		bufferevent_disable(e->top, EV_READ);
+		bufferevent_enable(e->transport, EV_READ);
+	}
+	if (what & BEV_EVENT_WRITING) {
+		bufferevent_disable(e->top, EV_WRITE);
+		e->wr_timed_out = 1;
+		hooks_update(e);
+	}
+	e->orig_e(e->transport, what, e->orig_arg);
+}
+
+static void
+on_error(struct strata_engine *e, short what)
+{
+	int err = EVUTIL_SOCKET_ERROR();
+	char msg[STRATA_ERROR_MAX];
+	struct evbuffer *in = bufferevent_get_input(e->top);
+	size_t before = evbuffer_get_length(in);
+
+	if (e->closing) {
+		close_finish(e, e->shut_wr);
+		return;
+	}
+	/* Deliver what was already decodable before the error. */
+	if (what & BEV_EVENT_READING || input_held(e)) {
+		if (run_input(e, -1, BEV_FLUSH, 1) >= 0 &&
+		    evbuffer_get_length(in) > before)
+			bufferevent_trigger(e->top, EV_READ,
+			    BEV_TRIG_IGNORE_WATERMARKS);
+	}
+	snprintf(msg, sizeof(msg), "transport: %s",
+	    err ? evutil_socket_error_to_string(err) : "error");
+	if (!e->failed) {
+		engine_fail(e, what & (BEV_EVENT_READING | BEV_EVENT_WRITING),
+		    STRATA_ERR_SYSTEM, err, msg);
+		e->error_raised = 1; /* the original event carries it */
+	}
+	e->orig_e(e->transport, what, e->orig_arg);
+}
+
+static void
+wrap_e(struct bufferevent *t, short what, void *arg)
+{
+	struct strata_engine *e = arg;
+
+	if (e->failed && !e->closing)
+		return; /* the user already has the error */
+	bufferevent_incref(e->top);
+	bufferevent_lock(e->top);
+	if (what & BEV_EVENT_CONNECTED) {
+		e->connected = 1;
+		start_layers(e);
+		send_connected(e);
+	} else if (what & BEV_EVENT_EOF)
+		on_eof(e, what);
+	else if (what & BEV_EVENT_TIMEOUT)
+		on_timeout(e, what);
+	else if (what & BEV_EVENT_ERROR)
+		on_error(e, what);
+	else
+		e->orig_e(t, what, e->orig_arg);
+	bufferevent_unlock(e->top);
+	bufferevent_decref(e->top);
+}
+
+/* ---- building and freeing ---- */
+
+static void
+layer_release(struct strata_layer *l)
+{
+	if (l->ctx && l->type->destroy)
+		l->type->destroy(l->ctx);
+	if (l->up)
+		evbuffer_free(l->up);
+	if (l->down)
+		evbuffer_free(l->down);
+	strata_spec_unref_(l->spec);
+	memset(l, 0, sizeof(*l));
+}
+
+static void
+engine_free(void *arg)
+{
+	struct strata_engine *e = arg;
+	size_t i;
+
+	bufferevent_setcb(e->transport, NULL, NULL, NULL, NULL);
+	if (e->drain_cb)
+		evbuffer_remove_cb_entry(bufferevent_get_input(e->top),
+		    e->drain_cb);
+	if (e->tin_cb)
+		evbuffer_remove_cb_entry(bufferevent_get_input(e->transport),
+		    e->tin_cb);
+	if (e->tout_cb)
+		evbuffer_remove_cb_entry(bufferevent_get_output(e->transport),
+		    e->tout_cb);
+	for (i = 0; i < e->n; i++)
+		layer_release(&e->layers[i]);
+	if (e->closing) {
+		if (e->closing->timer)
+			event_free(e->closing->timer);
+		free(e->closing);
+	}
+	free(e->layers);
+	free(e->error);
+	free(e->err_detail);
+	free(e);
+}
+
+static void
+start_layers(struct strata_engine *e)
+{
+	size_t i;
+
+	for (i = 0; i < e->n; i++) {
+		struct strata_layer *l = &e->layers[i];
+		if (l->started)
+			continue;
+		l->started = 1;
+		if (l->type->start) {
+			e->depth++;
+			l->type->start(l->ctx);
+			e->depth--;
+		}
+	}
+	if (e->failed) {
+		raise_error(e);
+		return;
+	}
+	flush_side_writes(e);
+	hooks_update(e);
+}
+
+/*
+ * Create layers [first, first + spec->n) of @p e from @p spec. Buffers
+ * between layers are allocated here; on failure everything made is undone
+ * and e->n is unchanged.
+ */
+static int
+layers_add(struct strata_engine *e, struct strata_spec *spec,
+    struct strata_error *err)
+{
+	size_t first = e->n, i;
+	struct strata_layer *ls;
+
+	ls = realloc(e->layers, (first + spec->n) * sizeof(*ls));
+	if (!ls)
+		goto nomem;
+	e->layers = ls;
+	memset(ls + first, 0, spec->n * sizeof(*ls));
+	for (i = 0; i < spec->n; i++) {
+		struct strata_layer *l = &ls[first + i];
+		l->type = spec->f[i].type;
+		l->engine = e;
+		l->gates = !!(l->type->flags & STRATA_FILTER_GATES_CONNECT);
+		if (!(l->down = first + i ? evbuffer_new() : NULL) &&
+		    first + i)
+			goto undo;
+		if (i + 1 < spec->n && !(l->up = evbuffer_new()))
+			goto undo;
+		strata_spec_ref_(spec);
+		l->spec = spec;
+		if (l->type->create &&
+		    !(l->ctx = l->type->create(spec->f[i].cfg, l, err))) {
+			if (err && !err->message[0])
+				strata_error_set(err, STRATA_ERR_FILTER,
+				    "could not create the layer");
+			strata_error_prefix_(err, l->type->name);
+			goto undo;
+		}
+	}
+	return 0;
+undo:
+	for (i = 0; i < spec->n; i++)
+		layer_release(&ls[first + i]);
+	return -1;
+nomem:
+	strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
+	return -1;
+}
+
+static void
+transport_setup(struct strata_engine *e)
+{
+	struct bufferevent *t = e->transport;
+
+	bufferevent_setwatermark(t, EV_READ, 0, TRANSPORT_RD_HIGH);
+	bufferevent_setwatermark(t, EV_WRITE, TRANSPORT_WR_LOW,
+	    TRANSPORT_WR_HIGH);
+	e->tin_cb = evbuffer_add_cb(bufferevent_get_input(t), wire_in_cb, e);
+	e->tout_cb = evbuffer_add_cb(bufferevent_get_output(t), wire_out_cb, e);
+}
+
+static void
+sigpipe_ignore_once(void)
+{
+	static int done;
+	struct sigaction sa;
+
+	if (__atomic_exchange_n(&done, 1, __ATOMIC_ACQ_REL))
+		return;
+	if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
+		sa.sa_handler = SIG_IGN;
+		sigaction(SIGPIPE, &sa, NULL);
+	}
+}
+
+struct bufferevent *
+strata_engine_new_(struct bufferevent *transport, struct strata_spec *spec,
+    int options, enum strata_role role, int connected,
+    struct strata_error *err)
+{
+	struct strata_engine *e = calloc(1, sizeof(*e));
+	struct bufferevent *top;
+	int bev_opts = (options & ~STRATA_OPT_SERVER) | BEV_OPT_CLOSE_ON_FREE;
+
+	if (!e) {
+		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	sigpipe_ignore_once();
+	e->transport = transport;
+	e->role = role;
+	if (layers_add(e, spec, err) < 0) {
+		free(e->layers);
+		free(e);
+		return NULL;
+	}
+	e->n = spec->n;
+	top = bufferevent_filter_new(transport, engine_input, engine_output,
+	    bev_opts, engine_free, e);
+	if (!top) {
+		strata_error_set(err, STRATA_ERR_NOMEM,
+		    "bufferevent_filter_new failed");
+		while (e->n)
+			layer_release(&e->layers[--e->n]);
+		free(e->layers);
+		free(e);
+		return NULL;
+	}
+	/* Interpose before the loop can run a transport callback: the top
+	 * and the transport now share one lock. */
+	bufferevent_lock(top);
+	e->top = top;
+	/* Without close-on-free the caller keeps the transport: hold a
+	 * reference so the top's unlink (which frees its underlying and
+	 * clears its callbacks at once) hands it back alive. */
+	if (!(options & BEV_OPT_CLOSE_ON_FREE))
+		bufferevent_incref(transport);
+	bufferevent_getcb(transport, &e->orig_r, &e->orig_w, &e->orig_e,
+	    &e->orig_arg);
+	bufferevent_setcb(transport, wrap_r, wrap_w, wrap_e, e);
+	event_assign(&top->ev_read, bufferevent_get_base(top), -1,
+	    EV_FINALIZE, hook_read, top);
+	event_assign(&top->ev_write, bufferevent_get_base(top), -1,
+	    EV_FINALIZE, hook_write, top);
+	transport_setup(e);
+	e->drain_cb = evbuffer_add_cb(bufferevent_get_input(top),
+	    top_input_cb, e);
+	if (connected) {
+		e->connected = 1;
+		start_layers(e);
+		send_connected(e);
+	}
+	bufferevent_unlock(top);
+	return top;
+}
+
+/* ---- pushing onto a live stack (STARTTLS) ---- */
+
+static int
+push_live(struct strata_engine *e, struct strata_spec *spec,
+    struct strata_error *err)
+{
+	struct evbuffer *tin = bufferevent_get_input(e->top);
+	struct evbuffer *tout = bufferevent_get_output(e->top);
+	size_t old = e->n, i;
+	struct evbuffer *up, *down;
+
+	if (e->failed || e->out_finished || e->eof) {
+		strata_error_set(err, STRATA_ERR_STATE,
+		    "push: the stack has %s", e->failed ? "failed"
+		    : e->eof ? "reached EOF" : "finished its output");
+		return -1;
+	}
+	/* Output written so far belongs below the new layers. */
+	if (evbuffer_get_length(tout) &&
+	    run_output(e, -1, BEV_NORMAL, 1) < 0)
+		goto failed;
+	if ((up = evbuffer_new()) == NULL)
+		goto nomem;
+	if ((down = evbuffer_new()) == NULL) {
+		evbuffer_free(up);
+		goto nomem;
+	}
+	if (layers_add(e, spec, err) < 0) {
+		evbuffer_free(up);
+		evbuffer_free(down);
+		return -1;
+	}
+	/* The old top layer now feeds `up`; the first new layer writes to
+	 * `down`; unread input goes to the new layers. */
+	e->layers[old - 1].up = up;
+	e->layers[old].down = down;
+	/* What the old top layer could not take yet stays its input. */
+	evbuffer_add_buffer(down, tout);
+	evbuffer_add_buffer(up, tin);
+	e->n = old + spec->n;
+	if (e->connected) {
+		e->connect_sent = 0;
+		start_layers(e);
+		for (i = old; i < e->n; i++)
+			if (e->layers[i].gates)
+				break;
+		if (i == e->n)
+			e->connect_sent = 1; /* nothing new to announce */
+		else
+			send_connected(e);
+	}
+	rerun_input(e);
+	return 0;
+failed:
+	strata_error_set(err, STRATA_ERR_STATE, "push: %s", e->error);
+	return -1;
+nomem:
+	strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
+	return -1;
+}
+
+struct bufferevent *
+strata_push(struct bufferevent *bev, const char *filters, int options,
+    struct strata_error *err)
+{
+	struct strata_spec *spec;
+	struct strata_engine *e;
+	struct bufferevent *top = NULL;
+
+	if (!bev) {
+		strata_error_set(err, STRATA_ERR_INVALID, "push: no bufferevent");
+		return NULL;
+	}
+	if (!(spec = strata_spec_parse_(filters, 0, err)))
+		return NULL;
+	if ((e = engine_of(bev)) != NULL) {
+		bufferevent_lock(bev);
+		if (push_live(e, spec, err) == 0)
+			top = bev;
+		bufferevent_unlock(bev);
+	} else
+		top = strata_engine_new_(bev, spec, options,
+		    (options & STRATA_OPT_SERVER) ? STRATA_ROLE_SERVER
+						  : STRATA_ROLE_CLIENT,
+		    1, err);
+	strata_spec_unref_(spec);
+	return top;
+}
+
+/* ---- the layer handle ---- */
+
+enum strata_role
+strata_layer_role(const struct strata_layer *l)
+{
+	return l->engine->role;
+}
+
+struct bufferevent *
+strata_layer_top(struct strata_layer *l)
+{
+	return l->engine->top;
+}
+
+struct event_base *
+strata_layer_base(struct strata_layer *l)
+{
+	return bufferevent_get_base(l->engine->transport);
+}
+
+struct evbuffer *
+strata_layer_below(struct strata_layer *l)
+{
+	struct strata_engine *e = l->engine;
+	size_t i = (size_t)(l - e->layers);
+
+	return out_dst(e, i);
+}
+
+void
+strata_layer_wrote_below(struct strata_layer *l)
+{
+	l->side_writes++;
+	l->engine->below_dirty = 1;
+	if (!l->engine->depth && l->engine->top)
+		event_active(&l->engine->top->ev_write, EV_TIMEOUT, 1);
+}
+
+void
+strata_layer_kick(struct strata_layer *l)
+{
+	struct bufferevent *top = l->engine->top;
+
+	if (!top)
+		return;
+	event_active(&top->ev_write, EV_TIMEOUT, 1);
+	event_active(&top->ev_read, EV_TIMEOUT, 1);
+}
+
+void
+strata_layer_ready(struct strata_layer *l)
+{
+	l->ready = 1;
+	if (l->engine->top)
+		send_connected(l->engine);
+}
+
+/* ---- timeouts, rate limits ---- */
+
+int
+strata_set_timeouts(struct bufferevent *top, const struct timeval *rd,
+    const struct timeval *wr)
+{
+	struct strata_engine *e = engine_of(top);
+	int r;
+
+	if (!e)
+		return -1;
+	bufferevent_lock(top);
+	r = bufferevent_set_timeouts(e->transport, rd, wr);
+	bufferevent_unlock(top);
+	return r;
+}
+
+int
+strata_set_rate_limit(struct bufferevent *top,
+    struct ev_token_bucket_cfg *cfg)
+{
+	struct strata_engine *e = engine_of(top);
+
+	return e ? bufferevent_set_rate_limit(e->transport, cfg) : -1;
+}
+
+int
+strata_set_rate_limit_group(struct bufferevent *top,
+    struct bufferevent_rate_limit_group *group)
+{
+	struct strata_engine *e = engine_of(top);
+
+	if (!e)
+		return -1;
+	if (!group)
+		return bufferevent_remove_from_rate_limit_group(e->transport);
+	return bufferevent_add_to_rate_limit_group(e->transport, group);
+}
+
+/* ---- graceful close ---- */
+
+static void
+close_finish(struct strata_engine *e, int delivered)
+{
+	struct close_state *c = e->closing;
+	strata_close_fn cb = c->cb;
+	void *arg = c->arg;
+
+	if (!c->timer)
+		return; /* already finished */
+	event_free(c->timer);
+	c->timer = NULL;
+	if (cb)
+		cb(delivered && !e->failed, arg);
+	bufferevent_free(e->top);
+}
+
+static void
+close_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct strata_engine *e = arg;
+	struct bufferevent *top = e->top;
+
+	bufferevent_lock(top);
+	close_finish(e, 0);
+	bufferevent_unlock(top);
+}
+
+int
+strata_close(struct bufferevent *top, const struct timeval *linger,
+    strata_close_fn cb, void *arg)
+{
+	static const struct timeval dflt = {30, 0};
+	struct strata_engine *e = engine_of(top);
+	struct close_state *c;
+
+	if (!e || e->closing)
+		return -1;
+	if (!(c = calloc(1, sizeof(*c))))
+		return -1;
+	c->cb = cb;
+	c->arg = arg;
+	c->timer = evtimer_new(bufferevent_get_base(top), close_timeout, e);
+	if (!c->timer) {
+		free(c);
+		return -1;
+	}
+	bufferevent_lock(top);
+	bufferevent_setcb(top, NULL, NULL, NULL, NULL);
+	bufferevent_set_timeouts(e->transport, NULL, NULL);
+	e->closing = c;
+	evtimer_add(c->timer, linger ? linger : &dflt);
+	if (e->failed) {
+		close_finish(e, 0);
+	} else {
+		bufferevent_enable(top, EV_READ | EV_WRITE);
+		bufferevent_enable(e->transport, EV_READ | EV_WRITE);
+		bufferevent_flush(top, EV_WRITE, BEV_FINISHED);
+		if (e->failed)
+			close_finish(e, 0);
+		else if (e->shut_wr && e->peer_eof)
+			close_finish(e, 1);
+	}
+	bufferevent_unlock(top);
+	return 0;
+}
+
+/* ---- statistics ---- */
+
+struct strata_stats_sink {
+	char *buf;
+	size_t len, off;
+};
+
+void
+strata_stat(struct strata_stats_sink *sink, const char *key,
+    const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (sink->off >= sink->len)
+		sink->off += strlen(key) + 2;
+	n = snprintf(sink->buf + (sink->off < sink->len ? sink->off : 0),
+	    sink->off < sink->len ? sink->len - sink->off : 0, "%s%s=",
+	    sink->off ? " " : "", key);
+	sink->off += (size_t)(n > 0 ? n : 0);
+	va_start(ap, fmt);
+	n = vsnprintf(sink->off < sink->len ? sink->buf + sink->off : NULL,
+	    sink->off < sink->len ? sink->len - sink->off : 0, fmt, ap);
+	va_end(ap);
+	sink->off += (size_t)(n > 0 ? n : 0);
+}
+
+static const char *
+transport_name(struct strata_engine *e)
+{
+	return "transport";
+}
+
+int
+strata_stats(struct bufferevent *top, struct strata_layer_stats *out,
+    size_t n)
+{
+	struct strata_engine *e = engine_of(top);
+	size_t i;
+
+	if (!e)
+		return -1;
+	bufferevent_lock(top);
+	if (n > 0) {
+		memset(&out[0], 0, sizeof(out[0]));
+		out[0].name = transport_name(e);
+		out[0].read_in = out[0].read_out = e->wire_in;
+		out[0].write_in = out[0].write_out = e->wire_out;
+	}
+	for (i = 0; i < e->n && i + 1 < n; i++) {
+		struct strata_layer *l = &e->layers[i];
+		out[i + 1].name = l->type->name;
+		out[i + 1].read_in = l->read_in;
+		out[i + 1].read_out = l->read_out;
+		out[i + 1].write_in = l->write_in;
+		out[i + 1].write_out = l->write_out;
+	}
+	i = e->n + 1;
+	bufferevent_unlock(top);
+	return (int)i;
+}
+
+int
+strata_layer_describe(struct bufferevent *top, int index, char *buf,
+    size_t len)
+{
+	struct strata_engine *e = engine_of(top);
+	struct strata_stats_sink sink = {buf, len, 0};
+	struct strata_layer *l;
+
+	if (!e || index < 0 || (size_t)index > e->n)
+		return -1;
+	if (len)
+		buf[0] = 0;
+	if (index == 0)
+		return 0;
+	l = &e->layers[index - 1];
+	bufferevent_lock(top);
+	if (l->type->stats)
+		l->type->stats(l->ctx, &sink);
+	bufferevent_unlock(top);
+	return (int)sink.off;
+}
+
+int
+strata_stats_format(struct bufferevent *top, char *buf, size_t len)
+{
+	struct strata_layer_stats st[33];
+	char extra[256];
+	size_t off = 0;
+	int n, i;
+
+	if ((n = strata_stats(top, st, 33)) < 0)
+		return -1;
+	if (len)
+		buf[0] = 0;
+	for (i = n > 33 ? 32 : n - 1; i >= 0; i--) {
+		int w;
+		strata_layer_describe(top, i, extra, sizeof(extra));
+		w = snprintf(off < len ? buf + off : NULL,
+		    off < len ? len - off : 0,
+		    "%-10s read %10llu -> %-10llu write %10llu -> %-10llu %s\n",
+		    st[i].name, (unsigned long long)st[i].read_in,
+		    (unsigned long long)st[i].read_out,
+		    (unsigned long long)st[i].write_in,
+		    (unsigned long long)st[i].write_out, extra);
+		off += (size_t)(w > 0 ? w : 0);
+	}
+	return (int)off;
+}

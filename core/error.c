@@ -1,0 +1,58 @@
+/*
+ * Errors: struct strata_error filling and formatting.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+void
+strata_error_vset_(struct strata_error *err, enum strata_error_code code,
+    const char *fmt, va_list ap)
+{
+	if (!err)
+		return;
+	err->code = code;
+	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	if (!err->message[0])
+		snprintf(err->message, sizeof(err->message), "error %d",
+		    (int)code);
+}
+
+void
+strata_error_set(struct strata_error *err, enum strata_error_code code,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	strata_error_vset_(err, code, fmt, ap);
+	va_end(ap);
+}
+
+void
+strata_error_prefix_(struct strata_error *err, const char *prefix)
+{
+	char tmp[STRATA_ERROR_MAX];
+	size_t n = strlen(prefix), m;
+
+	if (!err || (!strncmp(err->message, prefix, n) &&
+			err->message[n] == ':'))
+		return;
+	m = strlen(err->message);
+	if (n + 2 >= sizeof(tmp))
+		return;
+	memcpy(tmp, prefix, n);
+	memcpy(tmp + n, ": ", 2);
+	if (m > sizeof(tmp) - n - 3)
+		m = sizeof(tmp) - n - 3;
+	memcpy(tmp + n + 2, err->message, m);
+	tmp[n + 2 + m] = 0;
+	memcpy(err->message, tmp, sizeof(tmp));
+}
+
+const char *
+strata_version(void)
+{
+	return STRATA_VERSION;
+}

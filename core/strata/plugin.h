@@ -1,0 +1,187 @@
+/*
+ * strata plugin API: write your own filters.
+ *
+ * A filter is a const struct strata_filter_type: a name, the options it
+ * accepts, create/destroy for its per-connection context, and two functions
+ * with libevent's bufferevent_filter_cb signature (so a strata filter also
+ * works alone under bufferevent_filter_new()). Register the type once, then
+ * name it in stack strings: "tcp://host:7000 | myfilter(key=value)".
+ */
+#ifndef STRATA_PLUGIN_H
+#define STRATA_PLUGIN_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "strata/strata.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** One `key=value` from a stack string, as written (quotes removed). */
+struct strata_option {
+	const char *key;
+	const char *value;
+	size_t position; /**< offset of the key in the stack string */
+};
+
+/** Documentation of one accepted option; arrays end with a NULL key. */
+struct strata_option_doc {
+	const char *key;
+	const char *def;  /**< default, as text ("" for none) */
+	const char *help; /**< one line */
+};
+
+/** The engine's per-layer handle, given to create(). */
+struct strata_layer;
+
+/** Sink for a plugin's stats hook; see strata_stat(). */
+struct strata_stats_sink;
+
+/** Role of a stack: clients connect, servers accept. */
+enum strata_role { STRATA_ROLE_CLIENT = 0, STRATA_ROLE_SERVER = 1 };
+
+/** strata_filter_type::flags: the layer holds BEV_EVENT_CONNECTED back
+ *  until it calls strata_layer_ready() (a handshake). */
+#define STRATA_FILTER_GATES_CONNECT 0x1
+
+/**
+ * A filter plugin. Every slot but name, input and output may be NULL.
+ *
+ * The engine guarantees to the two filter functions: `src` and `dst` are the
+ * buffers on either side of this layer; `dst_limit` is how many bytes may be
+ * appended to `dst` (-1: no limit); `mode` is BEV_NORMAL, BEV_FLUSH or
+ * BEV_FINISHED (DESIGN section 3). The functions return BEV_OK only after
+ * consuming input or producing output (the engine reports an error
+ * otherwise), BEV_NEED_MORE when nothing can be done until more input
+ * arrives, and BEV_ERROR after strata_layer_fail().
+ */
+struct strata_filter_type {
+	const char *name;	/* name in stack strings: [a-z0-9_-]+ */
+	const char *summary;	/* one line, for listings */
+	const struct strata_option_doc *options; /* accepted keys */
+	unsigned flags;		/* STRATA_FILTER_* */
+	/* validate options once per stack string; *cfg is handed to create */
+	int (*config)(void **cfg, const struct strata_option *opts, size_t n,
+	    struct strata_error *err);
+	void (*config_free)(void *cfg); /* frees what config made */
+	/* per-connection context; may fail with err filled */
+	void *(*create)(const void *cfg, struct strata_layer *layer,
+	    struct strata_error *err);
+	void (*destroy)(void *ctx);	/* frees what create made */
+	bufferevent_filter_cb input;	/* wire -> application */
+	bufferevent_filter_cb output;	/* application -> wire */
+	void (*start)(void *ctx);	/* the layer below is connected */
+	void (*stats)(const void *ctx, struct strata_stats_sink *sink);
+};
+
+/**
+ * Register a filter type so stack strings can name it. The type must stay
+ * valid for the life of the process. Fails if the name is malformed or
+ * taken, or the registry (64 user types) is full.
+ * @return 0 or -1 with @p err filled
+ */
+STRATA_API int strata_register_filter(const struct strata_filter_type *type,
+    struct strata_error *err);
+
+/** Look a filter type up by name; NULL if unknown. */
+STRATA_API const struct strata_filter_type *strata_find_filter(
+    const char *name);
+
+/**
+ * List registered filter types (built-in first). Fills up to @p n entries of
+ * @p out and returns the total count.
+ */
+STRATA_API size_t strata_list_filters(const struct strata_filter_type **out,
+    size_t n);
+
+/* ---- option parsing helpers, for config() ---- */
+
+/**
+ * Parse an unsigned integer within [min, max]; accepts k, M, G suffixes
+ * (powers of 1024) when @p allow_suffix. On failure fills @p err with
+ * "<filter>: bad value '<v>' for <key>: expected ...".
+ */
+STRATA_API int strata_opt_uint(const char *filter,
+    const struct strata_option *opt, uint64_t min, uint64_t max,
+    int allow_suffix, uint64_t *out, struct strata_error *err);
+
+/**
+ * Match the value against a NULL-terminated list of names; *out is the
+ * index. The error lists the accepted names.
+ */
+STRATA_API int strata_opt_enum(const char *filter,
+    const struct strata_option *opt, const char *const *names, int *out,
+    struct strata_error *err);
+
+/** Parse yes/no/true/false/on/off/1/0. */
+STRATA_API int strata_opt_bool(const char *filter,
+    const struct strata_option *opt, int *out, struct strata_error *err);
+
+/** Fill @p err (code, printf-style message). Safe with err == NULL. */
+STRATA_API void strata_error_set(struct strata_error *err,
+    enum strata_error_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- the layer handle, for filter functions ---- */
+
+/** The role of the stack this layer is in. */
+STRATA_API enum strata_role strata_layer_role(const struct strata_layer *l);
+
+/** The stack's top bufferevent. */
+STRATA_API struct bufferevent *strata_layer_top(struct strata_layer *l);
+
+/** The event base of the stack. */
+STRATA_API struct event_base *strata_layer_base(struct strata_layer *l);
+
+/**
+ * The output buffer directly below this layer (the next layer's output side,
+ * or the transport's output). A plugin may append to it at any time, from
+ * either filter function (handshake records, alerts); the engine sends it on.
+ */
+STRATA_API struct evbuffer *strata_layer_below(struct strata_layer *l);
+
+/**
+ * Tell the engine this layer appended to strata_layer_below() outside its
+ * output function (counts as progress; schedules the layers below).
+ */
+STRATA_API void strata_layer_wrote_below(struct strata_layer *l);
+
+/**
+ * Ask the engine to run this stack's output side (and input side) again
+ * soon, from the event loop: for a layer that returned BEV_NEED_MORE for a
+ * reason that has now cleared (a handshake finished).
+ */
+STRATA_API void strata_layer_kick(struct strata_layer *l);
+
+/**
+ * Fail the layer: store "<name>: <message>" as the stack's error. The filter
+ * function then returns BEV_ERROR; the engine raises BEV_EVENT_ERROR with
+ * READING or WRITING on the top, once, and never calls the layer again.
+ * Outside a filter function, this also raises the event itself.
+ */
+STRATA_API void strata_layer_fail(struct strata_layer *l,
+    enum strata_error_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/**
+ * For STRATA_FILTER_GATES_CONNECT layers: the layer is ready (handshake done,
+ * peer verified). BEV_EVENT_CONNECTED reaches the top once every gating layer
+ * is ready and the transport is connected.
+ */
+STRATA_API void strata_layer_ready(struct strata_layer *l);
+
+/** Add one "key=value" to a stats sink (value printf-style). */
+STRATA_API void strata_stat(struct strata_stats_sink *sink, const char *key,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* STRATA_PLUGIN_H */

@@ -1,0 +1,199 @@
+/*
+ * strata: stackable stream filters for libevent.
+ *
+ * A stack is one transport at the bottom and any number of filters above it.
+ * The top of every stack is a plain `struct bufferevent *`: set callbacks,
+ * watermarks, enable/disable, read and write on it with libevent's own calls.
+ * Freeing the top frees the whole stack.
+ */
+#ifndef STRATA_STRATA_H
+#define STRATA_STRATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/time.h>
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && !defined(STRATA_BUILDING)
+#define STRATA_API
+#elif defined(__GNUC__)
+#define STRATA_API __attribute__((visibility("default")))
+#else
+#define STRATA_API
+#endif
+
+/** Version of the library, as text and as a number (major*10000+minor*100+patch). */
+#define STRATA_VERSION "0.1.0"
+#define STRATA_VERSION_NUMBER 100
+
+/** Error classes carried in struct strata_error::code. */
+enum strata_error_code {
+	STRATA_OK = 0,
+	STRATA_ERR_SYNTAX,	 /**< malformed stack string */
+	STRATA_ERR_UNKNOWN,	 /**< unknown filter or transport name */
+	STRATA_ERR_OPTION,	 /**< unknown option key or bad option value */
+	STRATA_ERR_FILTER,	 /**< a filter failed on the data path */
+	STRATA_ERR_TRUNCATED,	 /**< the stream ended in the middle of a unit */
+	STRATA_ERR_PROTOCOL,	 /**< a plugin broke the filter contract */
+	STRATA_ERR_SYSTEM,	 /**< a system call failed (see sys_errno) */
+	STRATA_ERR_NOMEM,	 /**< out of memory */
+	STRATA_ERR_STATE,	 /**< call not valid in the current state */
+	STRATA_ERR_TIMEOUT,	 /**< a timer expired */
+	STRATA_ERR_INVALID	 /**< bad argument */
+};
+
+/** Size of the message buffer in struct strata_error. */
+#define STRATA_ERROR_MAX 256
+
+/**
+ * An error: what went wrong, as a class, an errno value where one applies,
+ * and a message that names the layer or position and the cause.
+ */
+struct strata_error {
+	enum strata_error_code code;
+	int sys_errno;			 /**< errno, or 0 */
+	size_t position;		 /**< byte offset in a stack string, if any */
+	char message[STRATA_ERROR_MAX]; /**< NUL-terminated, never empty on error */
+};
+
+/** Extra option bit for strata_push(): the new layers play the server role. */
+#define STRATA_OPT_SERVER (1 << 20)
+
+/**
+ * Put filters on a bufferevent.
+ *
+ * If @p bev is the top of a strata stack, the filters are added on top of
+ * its existing layers mid-stream (STARTTLS): output already written is first
+ * moved below the new layers, input not yet read by the user is handed to the
+ * new layers, and the same @p bev is returned.
+ *
+ * Otherwise @p bev (a socket, a pipe, a bufferevent_pair, any bufferevent)
+ * becomes the transport of a new stack and the new top is returned. Do not
+ * set callbacks on @p bev or enable/disable it afterwards: the stack owns it.
+ * With BEV_OPT_CLOSE_ON_FREE the transport is freed with the top (and closes
+ * its fd if it was itself created with BEV_OPT_CLOSE_ON_FREE); without it the
+ * transport survives the top and is handed back without strata's callbacks.
+ *
+ * @param bev the bufferevent to build on
+ * @param filters a filter list, e.g. "lines(max=8192) | frames"
+ * @param options BEV_OPT_* for a new top, optionally | STRATA_OPT_SERVER
+ * @param err filled on failure (may be NULL)
+ * @return the top, or NULL on error (nothing changed, nothing leaked)
+ */
+STRATA_API struct bufferevent *strata_push(struct bufferevent *bev,
+    const char *filters, int options, struct strata_error *err);
+
+/** Return nonzero if @p bev is the top of a strata stack. */
+STRATA_API int strata_is_stack(struct bufferevent *bev);
+
+/**
+ * The bottom bufferevent (transport) of a stack, or NULL if @p top is not a
+ * stack. Read its state; never set its callbacks.
+ */
+STRATA_API struct bufferevent *strata_transport(struct bufferevent *top);
+
+/**
+ * The last error raised on the stack (a plugin error, truncation, a
+ * transport error), or NULL if none. The string lives as long as the stack.
+ */
+STRATA_API const char *strata_last_error(struct bufferevent *top);
+
+/** Copy the last error of the stack into @p err; returns 0 if there is none. */
+STRATA_API int strata_get_error(struct bufferevent *top,
+    struct strata_error *err);
+
+/**
+ * Called when strata_close() has finished.
+ * @param delivered 1 if every byte written reached the transport's kernel
+ *        buffer and its write side was shut down, 0 if the linger limit
+ *        expired or an error occurred first
+ */
+typedef void (*strata_close_fn)(int delivered, void *arg);
+
+/**
+ * Graceful end: stop delivering callbacks to the user, run BEV_FINISHED
+ * through every output side (zlib end marker, TLS close_notify), wait until
+ * the transport's output has drained, shut down its write side, wait for the
+ * peer's EOF (so unread input cannot turn into a reset that destroys data in
+ * flight), then free the stack. Gives up after @p linger (NULL: 30 seconds).
+ * The top must not be used after this call. @p cb may be NULL.
+ * @return 0, or -1 if @p top is not a stack
+ */
+STRATA_API int strata_close(struct bufferevent *top,
+    const struct timeval *linger, strata_close_fn cb, void *arg);
+
+/**
+ * Timeouts for the top, with libevent's meaning: @p rd fires
+ * BEV_EVENT_TIMEOUT|BEV_EVENT_READING when reading is enabled and no byte
+ * arrived from the peer for that long; @p wr fires
+ * BEV_EVENT_TIMEOUT|BEV_EVENT_WRITING when output is pending and none could
+ * be sent for that long. A writer with nothing to write never times out.
+ * The direction that timed out is disabled on the top; bufferevent_enable()
+ * resumes it. NULL clears a timeout.
+ *
+ * Use this instead of bufferevent_set_timeouts() on the top: libevent's
+ * generic timeouts on filter bufferevents fire while idle (libevent #67) and
+ * ignore bytes a filter consumes.
+ */
+STRATA_API int strata_set_timeouts(struct bufferevent *top,
+    const struct timeval *rd, const struct timeval *wr);
+
+/**
+ * Token-bucket rate limit for the stack, counted in wire bytes. Use this
+ * instead of bufferevent_set_rate_limit() on the top, which libevent accepts
+ * on filter bufferevents and ignores. NULL removes the limit. The
+ * configuration must outlive the stack (as with libevent).
+ */
+STRATA_API int strata_set_rate_limit(struct bufferevent *top,
+    struct ev_token_bucket_cfg *cfg);
+
+/** Add the stack's transport to a libevent rate-limit group (NULL: remove). */
+STRATA_API int strata_set_rate_limit_group(struct bufferevent *top,
+    struct bufferevent_rate_limit_group *group);
+
+/** Byte counters of one layer. Layer 0 is the transport. */
+struct strata_layer_stats {
+	const char *name;      /**< filter or transport name */
+	uint64_t read_in;      /**< input side: bytes taken from below */
+	uint64_t read_out;     /**< input side: bytes handed up */
+	uint64_t write_in;     /**< output side: bytes taken from above */
+	uint64_t write_out;    /**< output side: bytes handed down */
+};
+
+/**
+ * Per-layer statistics. Fills up to @p n entries of @p out, transport first,
+ * then each filter from the wire up. Returns the number of layers in the
+ * stack (which may be more than @p n), or -1 if @p top is not a stack.
+ */
+STRATA_API int strata_stats(struct bufferevent *top,
+    struct strata_layer_stats *out, size_t n);
+
+/**
+ * A layer's own details (a compression ratio, a TLS cipher) as text:
+ * "key=value key=value". Returns the length written (snprintf rules), or
+ * -1 if there is no such layer. Index 0 is the transport.
+ */
+STRATA_API int strata_layer_describe(struct bufferevent *top, int index,
+    char *buf, size_t len);
+
+/**
+ * Format a whole stack's statistics, one line per layer, into @p buf.
+ * Returns the length written (snprintf rules) or -1.
+ */
+STRATA_API int strata_stats_format(struct bufferevent *top, char *buf,
+    size_t len);
+
+/** Library version text. */
+STRATA_API const char *strata_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* STRATA_STRATA_H */
