@@ -1,0 +1,1 @@
+/* Placeholder: the length-prefixed frames example filter is being written. */
