@@ -67,7 +67,7 @@ struct strata_engine {
 	void *orig_arg;
 	struct strata_layer *layers;
 	size_t n;
-	struct evbuffer_cb_entry *drain_cb, *tin_cb, *tout_cb;
+	struct evbuffer_cb_entry *fill_cb, *tin_cb, *tout_cb;
 	uint64_t wire_in, wire_out;
 	char *error;		  /* "<layer>: <cause>", set once */
 	struct strata_error *err_detail;
@@ -178,7 +178,11 @@ output_held_below(struct strata_engine *e)
  * The top's ev_read/ev_write are the engine's hooks: libevent adds them
  * from bufferevent_enable() and after each filter pass when a timeout is
  * set on the top, so a tiny timeout makes enable() call the engine (traps
- * 3 and 7). They are armed only while data is parked.
+ * 3 and 7). They are armed only while data is parked. Input parks only
+ * when the top's reading is disabled or its read high watermark is set; in
+ * the second case libevent's watermark callback re-enables the top on
+ * every change of its input below the mark, so a user's drain, from any
+ * callback, also reaches the hook.
  */
 static void
 hooks_update(struct strata_engine *e)
@@ -639,15 +643,16 @@ hook_write(evutil_socket_t fd, short what, void *arg)
 	bufferevent_decref(top);
 }
 
-/* The user drained the top's input: parked input may now move (trap 3). */
+/* Output written while the top's EV_WRITE is disabled: arm the enable
+ * hook so bufferevent_enable(top, EV_WRITE) sends it (trap 7). */
 static void
-top_input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+top_output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
     void *arg)
 {
 	struct strata_engine *e = arg;
 
-	if (info->n_deleted && !e->failed && !e->eof && input_held(e))
-		event_active(&e->top->ev_read, EV_TIMEOUT, 1);
+	if (info->n_added && !(e->top->enabled & EV_WRITE))
+		e->top->timeout_write = hook_now;
 }
 
 static void
@@ -837,9 +842,9 @@ engine_free(void *arg)
 	size_t i;
 
 	bufferevent_setcb(e->transport, NULL, NULL, NULL, NULL);
-	if (e->drain_cb)
-		evbuffer_remove_cb_entry(bufferevent_get_input(e->top),
-		    e->drain_cb);
+	if (e->fill_cb)
+		evbuffer_remove_cb_entry(bufferevent_get_output(e->top),
+		    e->fill_cb);
 	if (e->tin_cb)
 		evbuffer_remove_cb_entry(bufferevent_get_input(e->transport),
 		    e->tin_cb);
@@ -1007,8 +1012,8 @@ strata_engine_new_(struct bufferevent *transport, struct strata_spec *spec,
 	event_assign(&top->ev_write, bufferevent_get_base(top), -1,
 	    EV_FINALIZE, hook_write, top);
 	transport_setup(e);
-	e->drain_cb = evbuffer_add_cb(bufferevent_get_input(top),
-	    top_input_cb, e);
+	e->fill_cb = evbuffer_add_cb(bufferevent_get_output(top),
+	    top_output_cb, e);
 	if (connected) {
 		e->connected = 1;
 		start_layers(e);
