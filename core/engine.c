@@ -1032,7 +1032,7 @@ push_live(struct strata_engine *e, struct strata_spec *spec,
 	struct evbuffer *tin = bufferevent_get_input(e->top);
 	struct evbuffer *tout = bufferevent_get_output(e->top);
 	size_t old = e->n, i;
-	struct evbuffer *up, *down;
+	struct evbuffer *up;
 
 	if (e->failed || e->out_finished || e->eof) {
 		strata_error_set(err, STRATA_ERR_STATE,
@@ -1046,21 +1046,15 @@ push_live(struct strata_engine *e, struct strata_spec *spec,
 		goto failed;
 	if ((up = evbuffer_new()) == NULL)
 		goto nomem;
-	if ((down = evbuffer_new()) == NULL) {
-		evbuffer_free(up);
-		goto nomem;
-	}
 	if (layers_add(e, spec, err) < 0) {
 		evbuffer_free(up);
-		evbuffer_free(down);
 		return -1;
 	}
-	/* The old top layer now feeds `up`; the first new layer writes to
-	 * `down`; unread input goes to the new layers. */
+	/* The old top layer now feeds `up`, which the new layers read, with
+	 * the input the user has not read yet; output the old top layer
+	 * could not take yet stays its input, below the new layers. */
 	e->layers[old - 1].up = up;
-	e->layers[old].down = down;
-	/* What the old top layer could not take yet stays its input. */
-	evbuffer_add_buffer(down, tout);
+	evbuffer_add_buffer(e->layers[old].down, tout);
 	evbuffer_add_buffer(up, tin);
 	e->n = old + spec->n;
 	if (e->connected) {
