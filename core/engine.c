@@ -26,6 +26,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_struct.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
@@ -47,6 +48,7 @@ struct strata_layer {
 	struct evbuffer *down;	  /* output side, towards the wire */
 	uint64_t read_in, read_out, write_in, write_out;
 	unsigned side_writes;
+	size_t index;		  /* position from the wire up */
 	unsigned in_finished : 1;
 	unsigned gates : 1;
 	unsigned ready : 1;
@@ -59,13 +61,27 @@ struct close_state {
 	void *arg;
 };
 
+/* The handle transports get; embedded in the engine. */
+struct strata_conn {
+	struct strata_engine *engine;
+	struct event_base *base;
+	struct evdns_base *dns;
+	int options;
+	unsigned own_dns : 1;
+};
+
 struct strata_engine {
 	struct bufferevent *top;
 	struct bufferevent *transport;
+	struct strata_conn conn;
+	const struct strata_transport_type *tport;
+	void *tstate;
+	struct bufferevent_rate_limit_group *group;
 	bufferevent_data_cb orig_r, orig_w;
 	bufferevent_event_cb orig_e;
 	void *orig_arg;
-	struct strata_layer *layers;
+	struct strata_layer **layers; /* each allocated alone: plugins keep
+					 their layer pointer across pushes */
 	size_t n;
 	struct evbuffer_cb_entry *fill_cb, *tin_cb, *tout_cb;
 	uint64_t wire_in, wire_out;
@@ -85,6 +101,7 @@ struct strata_engine {
 	unsigned wr_timed_out : 1;
 	unsigned below_dirty : 1;
 	unsigned peer_eof : 1;
+	unsigned own_transport : 1;
 };
 
 static const struct timeval hook_now = {0, 1};
@@ -128,26 +145,26 @@ strata_transport(struct bufferevent *top)
 static struct evbuffer *
 in_src(struct strata_engine *e, size_t i)
 {
-	return i ? e->layers[i - 1].up : bufferevent_get_input(e->transport);
+	return i ? e->layers[i - 1]->up : bufferevent_get_input(e->transport);
 }
 
 static struct evbuffer *
 in_dst(struct strata_engine *e, size_t i)
 {
-	return i + 1 < e->n ? e->layers[i].up : bufferevent_get_input(e->top);
+	return i + 1 < e->n ? e->layers[i]->up : bufferevent_get_input(e->top);
 }
 
 static struct evbuffer *
 out_src(struct strata_engine *e, size_t i)
 {
-	return i + 1 < e->n ? e->layers[i + 1].down
+	return i + 1 < e->n ? e->layers[i + 1]->down
 			    : bufferevent_get_output(e->top);
 }
 
 static struct evbuffer *
 out_dst(struct strata_engine *e, size_t i)
 {
-	return i ? e->layers[i].down : bufferevent_get_output(e->transport);
+	return i ? e->layers[i]->down : bufferevent_get_output(e->transport);
 }
 
 static int
@@ -158,7 +175,7 @@ input_held(struct strata_engine *e)
 	if (evbuffer_get_length(bufferevent_get_input(e->transport)))
 		return 1;
 	for (i = 0; i + 1 < e->n; i++)
-		if (evbuffer_get_length(e->layers[i].up))
+		if (evbuffer_get_length(e->layers[i]->up))
 			return 1;
 	return 0;
 }
@@ -169,7 +186,7 @@ output_held_below(struct strata_engine *e)
 	size_t i;
 
 	for (i = 1; i < e->n; i++)
-		if (evbuffer_get_length(e->layers[i].down))
+		if (evbuffer_get_length(e->layers[i]->down))
 			return 1;
 	return 0;
 }
@@ -211,6 +228,20 @@ raise_error(struct strata_engine *e)
 	e->error_raised = 1;
 	bufferevent_trigger_event(e->top, BEV_EVENT_ERROR | e->fail_dir,
 	    BEV_TRIG_DEFER_CALLBACKS);
+}
+
+/*
+ * Raise the stored error after the lines (or frames) decoded in the same
+ * pass: libevent runs the read callback only when the filter returned
+ * BEV_OK, and deferred read callbacks run before event callbacks.
+ */
+static void
+fail_after_data(struct strata_engine *e, int grew)
+{
+	if (grew)
+		bufferevent_trigger(e->top, EV_READ,
+		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+	raise_error(e);
 }
 
 /* Make the stack fail with @p msg (if none stored yet). */
@@ -342,6 +373,23 @@ room_in(struct evbuffer *b, ev_ssize_t cap)
 	return len >= cap ? 0 : cap - len;
 }
 
+/* A stack without filters moves whole chains, no copy. */
+static int
+move_plain(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim)
+{
+	size_t n = evbuffer_get_length(src);
+
+	if (lim >= 0 && (size_t)lim < n)
+		n = (size_t)lim;
+	if (!n)
+		return 0;
+	if (n == evbuffer_get_length(src))
+		evbuffer_add_buffer(dst, src);
+	else
+		evbuffer_remove_buffer(src, dst, n);
+	return 1;
+}
+
 /* ---- the input chain ---- */
 
 /*
@@ -359,10 +407,13 @@ run_input(struct strata_engine *e, ev_ssize_t lim,
 	int moved = 0, progress;
 	size_t i;
 
+	if (!e->n)
+		return move_plain(bufferevent_get_input(e->transport), top_in,
+		    mode == BEV_NORMAL ? lim : -1);
 	do {
 		progress = 0;
 		for (i = 0; i < e->n; i++) {
-			struct strata_layer *l = &e->layers[i];
+			struct strata_layer *l = e->layers[i];
 			struct evbuffer *src = in_src(e, i), *dst = in_dst(e, i);
 			ev_ssize_t room;
 			int r;
@@ -415,11 +466,15 @@ run_output(struct strata_engine *e, ev_ssize_t lim,
 	int moved = 0, progress;
 	size_t i;
 
+	if (!e->n)
+		return take_top ? move_plain(bufferevent_get_output(e->top),
+		    bufferevent_get_output(e->transport),
+		    mode == BEV_NORMAL && lim >= 0 ? transport_room(e) : -1) : 0;
 	do {
 		progress = 0;
 		e->below_dirty = 0;
 		for (i = e->n; i-- > 0;) {
-			struct strata_layer *l = &e->layers[i];
+			struct strata_layer *l = e->layers[i];
 			struct evbuffer *src = out_src(e, i), *dst = out_dst(e, i);
 			ev_ssize_t room;
 			int r;
@@ -471,8 +526,12 @@ maybe_shutdown(struct strata_engine *e)
 		return;
 	e->shut_wr = 1;
 	fd = bufferevent_getfd(e->transport);
-	if (fd >= 0 && shutdown(fd, SHUT_WR) < 0 && errno != ENOTSOCK &&
-	    errno != ENOTCONN) {
+	if (e->tport && e->tport->shutdown_write) {
+		if (e->tport->shutdown_write(e->tstate) < 0)
+			goto fail;
+	} else if (fd >= 0 && shutdown(fd, SHUT_WR) < 0 &&
+	    errno != ENOTSOCK && errno != ENOTCONN) {
+fail:;
 		char msg[STRATA_ERROR_MAX];
 		snprintf(msg, sizeof(msg), "transport: shutdown: %s",
 		    strerror(errno));
@@ -516,7 +575,7 @@ engine_input(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
 		flush_side_writes(e);
 	hooks_update(e);
 	if (r < 0 || e->failed) {
-		raise_error(e);
+		fail_after_data(e, evbuffer_get_length(dst) > before);
 		return BEV_ERROR;
 	}
 	if (evbuffer_get_length(dst) <= before)
@@ -579,7 +638,7 @@ rerun_input(struct strata_engine *e)
 		lim = top_limit(e, (ev_ssize_t)(high - before));
 	}
 	if (run_input(e, lim, BEV_NORMAL, 1) < 0) {
-		raise_error(e);
+		fail_after_data(e, evbuffer_get_length(in) > before);
 		return;
 	}
 	flush_side_writes(e);
@@ -708,7 +767,7 @@ send_connected(struct strata_engine *e)
 	if (!e->connected || e->connect_sent || e->failed)
 		return;
 	for (i = 0; i < e->n; i++)
-		if (e->layers[i].gates && !e->layers[i].ready)
+		if (e->layers[i]->gates && !e->layers[i]->ready)
 			return;
 	e->connect_sent = 1;
 	bufferevent_trigger_event(e->top, BEV_EVENT_CONNECTED,
@@ -735,10 +794,7 @@ on_eof(struct strata_engine *e, short what)
 		flush_side_writes(e);
 	hooks_update(e);
 	if (r < 0 || e->failed) {
-		if (evbuffer_get_length(in) > before)
-			bufferevent_trigger(e->top, EV_READ,
-			    BEV_TRIG_IGNORE_WATERMARKS);
-		raise_error(e);
+		fail_after_data(e, evbuffer_get_length(in) > before);
 		return;
 	}
 	if (evbuffer_get_length(in) > before)
@@ -804,7 +860,9 @@ wrap_e(struct bufferevent *t, short what, void *arg)
 		return; /* the user already has the error */
 	bufferevent_incref(e->top);
 	bufferevent_lock(e->top);
-	if (what & BEV_EVENT_CONNECTED) {
+	if (e->tport && e->tport->event && e->tport->event(e->tstate, what))
+		; /* the transport handled it (e.g. trying the next address) */
+	else if (what & BEV_EVENT_CONNECTED) {
 		e->connected = 1;
 		start_layers(e);
 		send_connected(e);
@@ -832,7 +890,7 @@ layer_release(struct strata_layer *l)
 	if (l->down)
 		evbuffer_free(l->down);
 	strata_spec_unref_(l->spec);
-	memset(l, 0, sizeof(*l));
+	free(l);
 }
 
 static void
@@ -841,6 +899,10 @@ engine_free(void *arg)
 	struct strata_engine *e = arg;
 	size_t i;
 
+	if (e->tport && e->tport->destroy && e->tstate)
+		e->tport->destroy(e->tstate);
+	if (e->conn.own_dns && e->conn.dns)
+		evdns_base_free(e->conn.dns, 0);
 	bufferevent_setcb(e->transport, NULL, NULL, NULL, NULL);
 	if (e->fill_cb)
 		evbuffer_remove_cb_entry(bufferevent_get_output(e->top),
@@ -852,7 +914,7 @@ engine_free(void *arg)
 		evbuffer_remove_cb_entry(bufferevent_get_output(e->transport),
 		    e->tout_cb);
 	for (i = 0; i < e->n; i++)
-		layer_release(&e->layers[i]);
+		layer_release(e->layers[i]);
 	if (e->closing) {
 		if (e->closing->timer)
 			event_free(e->closing->timer);
@@ -870,7 +932,7 @@ start_layers(struct strata_engine *e)
 	size_t i;
 
 	for (i = 0; i < e->n; i++) {
-		struct strata_layer *l = &e->layers[i];
+		struct strata_layer *l = e->layers[i];
 		if (l->started)
 			continue;
 		l->started = 1;
@@ -897,42 +959,44 @@ static int
 layers_add(struct strata_engine *e, struct strata_spec *spec,
     struct strata_error *err)
 {
-	size_t first = e->n, i;
-	struct strata_layer *ls;
+	size_t first = e->n, i, made = 0;
+	struct strata_layer **ls;
 
 	ls = realloc(e->layers, (first + spec->n) * sizeof(*ls));
 	if (!ls)
 		goto nomem;
 	e->layers = ls;
-	memset(ls + first, 0, spec->n * sizeof(*ls));
-	for (i = 0; i < spec->n; i++) {
-		struct strata_layer *l = &ls[first + i];
+	for (i = 0; i < spec->n; i++, made++) {
+		struct strata_layer *l = calloc(1, sizeof(*l));
+		if (!(ls[first + i] = l))
+			goto nomem;
 		l->type = spec->f[i].type;
 		l->engine = e;
+		l->index = first + i;
 		l->gates = !!(l->type->flags & STRATA_FILTER_GATES_CONNECT);
-		if (!(l->down = first + i ? evbuffer_new() : NULL) &&
-		    first + i)
-			goto undo;
-		if (i + 1 < spec->n && !(l->up = evbuffer_new()))
-			goto undo;
 		strata_spec_ref_(spec);
 		l->spec = spec;
+		if ((first + i && !(l->down = evbuffer_new())) ||
+		    (i + 1 < spec->n && !(l->up = evbuffer_new())))
+			goto nomem_made;
 		if (l->type->create &&
 		    !(l->ctx = l->type->create(spec->f[i].cfg, l, err))) {
 			if (err && !err->message[0])
 				strata_error_set(err, STRATA_ERR_FILTER,
 				    "could not create the layer");
 			strata_error_prefix_(err, l->type->name);
+			made++;
 			goto undo;
 		}
 	}
 	return 0;
-undo:
-	for (i = 0; i < spec->n; i++)
-		layer_release(&ls[first + i]);
-	return -1;
+nomem_made:
+	made++;
 nomem:
 	strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
+undo:
+	for (i = 0; i < made; i++)
+		layer_release(ls[first + i]);
 	return -1;
 }
 
@@ -962,47 +1026,82 @@ sigpipe_ignore_once(void)
 	}
 }
 
-struct bufferevent *
-strata_engine_new_(struct bufferevent *transport, struct strata_spec *spec,
-    int options, enum strata_role role, int connected,
-    struct strata_error *err)
+struct strata_engine *
+strata_engine_alloc_(struct event_base *base, struct evdns_base *dns,
+    int options)
 {
 	struct strata_engine *e = calloc(1, sizeof(*e));
-	struct bufferevent *top;
-	int bev_opts = (options & ~STRATA_OPT_SERVER) | BEV_OPT_CLOSE_ON_FREE;
 
-	if (!e) {
-		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
+	if (!e)
 		return NULL;
-	}
+	e->conn.engine = e;
+	e->conn.base = base;
+	e->conn.dns = dns;
+	e->conn.options = options & ~STRATA_OPT_SERVER;
+	return e;
+}
+
+struct strata_conn *
+strata_engine_conn_(struct strata_engine *e)
+{
+	return &e->conn;
+}
+
+void
+strata_engine_discard_(struct strata_engine *e)
+{
+	if (!e)
+		return;
+	while (e->n)
+		layer_release(e->layers[--e->n]);
+	if (e->conn.own_dns && e->conn.dns)
+		evdns_base_free(e->conn.dns, 0);
+	free(e->layers);
+	free(e);
+}
+
+/* The top keeps only the user's callback options; the transport keeps
+ * its callbacks synchronous so errno survives until the engine sees it. */
+static int
+top_options(int options)
+{
+	return (options & ~STRATA_OPT_SERVER) | BEV_OPT_CLOSE_ON_FREE;
+}
+
+struct bufferevent *
+strata_engine_build_(struct strata_engine *e, struct bufferevent *transport,
+    struct strata_spec *spec, const struct strata_build *b,
+    struct strata_error *err)
+{
+	struct bufferevent *top;
+
 	sigpipe_ignore_once();
 	e->transport = transport;
-	e->role = role;
+	e->role = b->role;
+	e->tport = b->tport;
+	e->own_transport = !!b->own_transport;
 	if (layers_add(e, spec, err) < 0) {
-		free(e->layers);
-		free(e);
+		strata_engine_discard_(e);
 		return NULL;
 	}
 	e->n = spec->n;
 	top = bufferevent_filter_new(transport, engine_input, engine_output,
-	    bev_opts, engine_free, e);
+	    top_options(e->conn.options), engine_free, e);
 	if (!top) {
 		strata_error_set(err, STRATA_ERR_NOMEM,
 		    "bufferevent_filter_new failed");
-		while (e->n)
-			layer_release(&e->layers[--e->n]);
-		free(e->layers);
-		free(e);
+		strata_engine_discard_(e);
 		return NULL;
 	}
 	/* Interpose before the loop can run a transport callback: the top
 	 * and the transport now share one lock. */
 	bufferevent_lock(top);
 	e->top = top;
-	/* Without close-on-free the caller keeps the transport: hold a
-	 * reference so the top's unlink (which frees its underlying and
-	 * clears its callbacks at once) hands it back alive. */
-	if (!(options & BEV_OPT_CLOSE_ON_FREE))
+	e->tstate = b->tstate;
+	/* The top frees its transport on unlink; a caller that keeps the
+	 * transport holds a reference, so it is handed back alive with
+	 * strata's callbacks gone at once. */
+	if (!e->own_transport)
 		bufferevent_incref(transport);
 	bufferevent_getcb(transport, &e->orig_r, &e->orig_w, &e->orig_e,
 	    &e->orig_arg);
@@ -1014,7 +1113,7 @@ strata_engine_new_(struct bufferevent *transport, struct strata_spec *spec,
 	transport_setup(e);
 	e->fill_cb = evbuffer_add_cb(bufferevent_get_output(top),
 	    top_output_cb, e);
-	if (connected) {
+	if (b->connected) {
 		e->connected = 1;
 		start_layers(e);
 		send_connected(e);
@@ -1053,15 +1152,15 @@ push_live(struct strata_engine *e, struct strata_spec *spec,
 	/* The old top layer now feeds `up`, which the new layers read, with
 	 * the input the user has not read yet; output the old top layer
 	 * could not take yet stays its input, below the new layers. */
-	e->layers[old - 1].up = up;
-	evbuffer_add_buffer(e->layers[old].down, tout);
+	e->layers[old - 1]->up = up;
+	evbuffer_add_buffer(e->layers[old]->down, tout);
 	evbuffer_add_buffer(up, tin);
 	e->n = old + spec->n;
 	if (e->connected) {
 		e->connect_sent = 0;
 		start_layers(e);
 		for (i = old; i < e->n; i++)
-			if (e->layers[i].gates)
+			if (e->layers[i]->gates)
 				break;
 		if (i == e->n)
 			e->connect_sent = 1; /* nothing new to announce */
@@ -1097,11 +1196,17 @@ strata_push(struct bufferevent *bev, const char *filters, int options,
 		if (push_live(e, spec, err) == 0)
 			top = bev;
 		bufferevent_unlock(bev);
+	} else if ((e = strata_engine_alloc_(bufferevent_get_base(bev), NULL,
+			options)) != NULL) {
+		struct strata_build b = {
+			.role = (options & STRATA_OPT_SERVER)
+			    ? STRATA_ROLE_SERVER : STRATA_ROLE_CLIENT,
+			.connected = 1,
+			.own_transport = !!(options & BEV_OPT_CLOSE_ON_FREE),
+		};
+		top = strata_engine_build_(e, bev, spec, &b, err);
 	} else
-		top = strata_engine_new_(bev, spec, options,
-		    (options & STRATA_OPT_SERVER) ? STRATA_ROLE_SERVER
-						  : STRATA_ROLE_CLIENT,
-		    1, err);
+		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
 	strata_spec_unref_(spec);
 	return top;
 }
@@ -1130,7 +1235,7 @@ struct evbuffer *
 strata_layer_below(struct strata_layer *l)
 {
 	struct strata_engine *e = l->engine;
-	size_t i = (size_t)(l - e->layers);
+	size_t i = l->index;
 
 	return out_dst(e, i);
 }
@@ -1161,6 +1266,82 @@ strata_layer_ready(struct strata_layer *l)
 	l->ready = 1;
 	if (l->engine->top)
 		send_connected(l->engine);
+}
+
+/* ---- the transport's handle ---- */
+
+struct event_base *
+strata_conn_base(struct strata_conn *c)
+{
+	return c->base;
+}
+
+struct evdns_base *
+strata_conn_dns(struct strata_conn *c)
+{
+	if (!c->dns) {
+		c->dns = evdns_base_new(c->base,
+		    EVDNS_BASE_INITIALIZE_NAMESERVERS);
+		c->own_dns = c->dns != NULL;
+	}
+	return c->dns;
+}
+
+int
+strata_conn_options(struct strata_conn *c)
+{
+	return c->options;
+}
+
+void
+strata_conn_fail(struct strata_conn *c, int sys_errno, const char *fmt, ...)
+{
+	struct strata_engine *e = c->engine;
+	char cause[STRATA_ERROR_MAX], msg[STRATA_ERROR_MAX + 40];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cause, sizeof(cause), fmt, ap);
+	va_end(ap);
+	snprintf(msg, sizeof(msg), "%s: %s",
+	    e->tport ? e->tport->name : "transport", cause);
+	if (!e->top) /* not built yet: nothing to raise on */
+		return;
+	engine_fail(e, 0, STRATA_ERR_SYSTEM, sys_errno, msg);
+	raise_error(e);
+}
+
+void
+strata_transport_read_charged_(struct bufferevent *transport, ev_ssize_t n)
+{
+	bufferevent_data_cb r = NULL;
+	void *arg = NULL;
+
+	bufferevent_getcb(transport, &r, NULL, NULL, &arg);
+	if (r == wrap_r && ((struct strata_engine *)arg)->group)
+		bufferevent_rate_limit_group_decrement_read(
+		    ((struct strata_engine *)arg)->group, n);
+}
+
+int
+strata_peer_address(struct bufferevent *top, char *buf, size_t len,
+    struct sockaddr *sa, int *salen)
+{
+	struct strata_engine *e = engine_of(top);
+
+	if (!e || !e->tport || !e->tport->peer || !e->tstate)
+		return -1;
+	return e->tport->peer(e->tstate, buf, len, sa, salen);
+}
+
+/* Internal: the transport state of a stack, if its transport is @p t. */
+void *
+strata_transport_state_(struct bufferevent *top,
+    const struct strata_transport_type *t)
+{
+	struct strata_engine *e = engine_of(top);
+
+	return e && e->tport == t ? e->tstate : NULL;
 }
 
 /* ---- timeouts, rate limits ---- */
@@ -1197,6 +1378,7 @@ strata_set_rate_limit_group(struct bufferevent *top,
 
 	if (!e)
 		return -1;
+	e->group = group;
 	if (!group)
 		return bufferevent_remove_from_rate_limit_group(e->transport);
 	return bufferevent_add_to_rate_limit_group(e->transport, group);
@@ -1300,7 +1482,7 @@ strata_stat(struct strata_stats_sink *sink, const char *key,
 static const char *
 transport_name(struct strata_engine *e)
 {
-	return "transport";
+	return e->tport ? e->tport->name : "transport";
 }
 
 int
@@ -1320,7 +1502,7 @@ strata_stats(struct bufferevent *top, struct strata_layer_stats *out,
 		out[0].write_in = out[0].write_out = e->wire_out;
 	}
 	for (i = 0; i < e->n && i + 1 < n; i++) {
-		struct strata_layer *l = &e->layers[i];
+		struct strata_layer *l = e->layers[i];
 		out[i + 1].name = l->type->name;
 		out[i + 1].read_in = l->read_in;
 		out[i + 1].read_out = l->read_out;
@@ -1344,9 +1526,14 @@ strata_layer_describe(struct bufferevent *top, int index, char *buf,
 		return -1;
 	if (len)
 		buf[0] = 0;
-	if (index == 0)
-		return 0;
-	l = &e->layers[index - 1];
+	if (index == 0) {
+		bufferevent_lock(top);
+		if (e->tport && e->tport->stats && e->tstate)
+			e->tport->stats(e->tstate, &sink);
+		bufferevent_unlock(top);
+		return (int)sink.off;
+	}
+	l = e->layers[index - 1];
 	bufferevent_lock(top);
 	if (l->type->stats)
 		l->type->stats(l->ctx, &sink);

@@ -51,6 +51,18 @@ strata_error_prefix_(struct strata_error *err, const char *prefix)
 	memcpy(err->message, tmp, sizeof(tmp));
 }
 
+void
+strata_warn_(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("strata: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
 const char *
 strata_version(void)
 {

@@ -6,6 +6,7 @@
 #define STRATA_INTERNAL_H
 
 #include <stdarg.h>
+#include <sys/socket.h>
 
 #include "strata/plugin.h"
 #include "strata/strata.h"
@@ -43,6 +44,9 @@ void strata_spec_unref_(struct strata_spec *spec);
 void strata_error_vset_(struct strata_error *err, enum strata_error_code code,
     const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
 
+/** Log a warning line to stderr ("strata: ..."). */
+void strata_warn_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /** Prefix err->message with "<prefix>: " unless it already starts so. */
 void strata_error_prefix_(struct strata_error *err, const char *prefix);
 
@@ -50,20 +54,70 @@ void strata_error_prefix_(struct strata_error *err, const char *prefix);
 const struct strata_filter_type *strata_find_filter_n_(const char *name,
     size_t len);
 
+/* ---- building a stack: alloc, (transport connects), build ---- */
+
+struct strata_engine;
+
+/** What strata_engine_build_() needs besides the transport and spec. */
+struct strata_build {
+	enum strata_role role;
+	int connected;	   /* the transport is connected: start the layers */
+	int own_transport; /* free the transport with the top */
+	const struct strata_transport_type *tport; /* NULL for strata_push */
+	void *tstate;	   /* the transport's per-connection state */
+};
+
+/** An engine not yet built; its strata_conn can be given to transports. */
+struct strata_engine *strata_engine_alloc_(struct event_base *base,
+    struct evdns_base *dns, int options);
+struct strata_conn *strata_engine_conn_(struct strata_engine *e);
+
+/** Free an engine that was never built (the caller keeps tstate). */
+void strata_engine_discard_(struct strata_engine *e);
+
 /**
- * Build a new stack over @p transport: a filter bufferevent whose filter
- * functions run the engine, interposed on the transport. @p connected says
- * whether the transport is already connected (layers start at once). On
- * failure nothing is changed and NULL is returned with @p err filled.
+ * Build the stack over @p transport: a filter bufferevent whose filter
+ * functions run the engine, interposed on the transport. On failure the
+ * engine is discarded, the transport and b->tstate are left to the caller,
+ * and NULL is returned with @p err filled.
  */
-struct bufferevent *strata_engine_new_(struct bufferevent *transport,
-    struct strata_spec *spec, int options, enum strata_role role,
-    int connected, struct strata_error *err);
+struct bufferevent *strata_engine_build_(struct strata_engine *e,
+    struct bufferevent *transport, struct strata_spec *spec,
+    const struct strata_build *b, struct strata_error *err);
+
+/** Format a socket address: "1.2.3.4:80", "[::1]:80", "unix:/p",
+ * "unix:@name". snprintf rules. */
+int strata_format_sockaddr_(const struct sockaddr *sa, socklen_t len,
+    char *buf, size_t buflen);
+
+/**
+ * Resolve the transport part of a parsed stack string: find the type by
+ * scheme, parse "(options)" after the address, and run its config().
+ */
+int strata_transport_config_(const struct strata_spec *spec,
+    const struct strata_transport_type **type, void **cfg,
+    struct strata_error *err);
+
+/** The transport state of @p top if its transport type is @p t. */
+void *strata_transport_state_(struct bufferevent *top,
+    const struct strata_transport_type *t);
+
+/** The fast read path read @p n bytes on a transport: charge its group. */
+void strata_transport_read_charged_(struct bufferevent *transport,
+    ev_ssize_t n);
 
 /** Register the built-in filters once (idempotent, thread-safe). */
 void strata_builtin_init_(void);
 
+/** Look a transport type up by a scheme that is not NUL-terminated. */
+const struct strata_transport_type *strata_find_transport_n_(
+    const char *name, size_t len);
+
 extern const struct strata_filter_type strata_lines_filter_;
+extern const struct strata_transport_type strata_tcp_transport_;
+extern const struct strata_transport_type strata_unix_transport_;
+extern const struct strata_transport_type strata_pipe_transport_;
+extern const struct strata_transport_type strata_exec_transport_;
 
 #define STRATA_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

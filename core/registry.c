@@ -1,6 +1,7 @@
 /*
- * The filter registry (built-in types first, then up to 64 user types,
- * looked up by name) and the option-value helpers plugins use in config().
+ * The registries of filter and transport types (built-in types first, then
+ * up to 64 user types of each kind, looked up by name) and the option-value
+ * helpers plugins use in config().
  */
 #include <ctype.h>
 #include <errno.h>
@@ -12,24 +13,46 @@
 
 #include "internal.h"
 
-#define REGISTRY_MAX 80
+/* User types of each kind, besides the built-ins (plugin.h promises 64). */
+#define USER_MAX 64
+#define TABLE_MAX (USER_MAX + 8)
 
-static const struct strata_filter_type *registry[REGISTRY_MAX];
-static size_t registry_n;
+/*
+ * One registry. Both type structs start with `const char *name`, so an
+ * entry's name is read through a pointer to that first member.
+ */
+struct table {
+	const char *kind;
+	const void *items[TABLE_MAX];
+	size_t n, builtins;
+};
+
+static struct table filters = {.kind = "filter"};
+static struct table transports = {.kind = "transport"};
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t builtin_once = PTHREAD_ONCE_INIT;
 
-static const struct strata_filter_type *const builtins[] = {
-	&strata_lines_filter_,
-};
+static const char *
+item_name(const void *item)
+{
+	return *(const char *const *)item;
+}
 
 static void
 builtin_register(void)
 {
+	static const void *const f[] = {&strata_lines_filter_};
+	static const void *const t[] = {&strata_tcp_transport_,
+	    &strata_unix_transport_, &strata_pipe_transport_,
+	    &strata_exec_transport_};
 	size_t i;
 
-	for (i = 0; i < STRATA_ARRAY_LEN(builtins); i++)
-		registry[registry_n++] = builtins[i];
+	for (i = 0; i < STRATA_ARRAY_LEN(f); i++)
+		filters.items[filters.n++] = f[i];
+	for (i = 0; i < STRATA_ARRAY_LEN(t); i++)
+		transports.items[transports.n++] = t[i];
+	filters.builtins = filters.n;
+	transports.builtins = transports.n;
 }
 
 void
@@ -43,34 +66,82 @@ name_valid(const char *name)
 {
 	size_t i;
 
-	if (!name || !name[0] || strlen(name) > 32)
+	if (!name || !name[0] || strnlen(name, 33) > 32)
 		return 0;
+	/* ASCII ranges, as the parser: not <ctype.h>, which follows the
+	 * locale */
 	for (i = 0; name[i]; i++)
-		if (!islower((unsigned char)name[i]) &&
-		    !isdigit((unsigned char)name[i]) && name[i] != '-' &&
+		if (!(name[i] >= 'a' && name[i] <= 'z') &&
+		    !(name[i] >= '0' && name[i] <= '9') && name[i] != '-' &&
 		    name[i] != '_')
 			return 0;
 	return 1;
 }
 
-static const struct strata_filter_type *
-find_locked(const char *name, size_t len)
+static const void *
+find_locked(const struct table *t, const char *name, size_t len)
 {
 	size_t i;
 
-	for (i = 0; i < registry_n; i++)
-		if (strlen(registry[i]->name) == len &&
-		    !memcmp(registry[i]->name, name, len))
-			return registry[i];
+	for (i = 0; i < t->n; i++)
+		if (strlen(item_name(t->items[i])) == len &&
+		    !memcmp(item_name(t->items[i]), name, len))
+			return t->items[i];
 	return NULL;
+}
+
+static int
+table_add(struct table *t, const void *item, struct strata_error *err)
+{
+	int rc = -1;
+
+	pthread_mutex_lock(&registry_lock);
+	if (find_locked(t, item_name(item), strlen(item_name(item))))
+		strata_error_set(err, STRATA_ERR_INVALID,
+		    "register: a %s named '%s' already exists", t->kind,
+		    item_name(item));
+	else if (t->n == t->builtins + USER_MAX)
+		strata_error_set(err, STRATA_ERR_INVALID,
+		    "register: the %s registry is full (%d user types)",
+		    t->kind, USER_MAX);
+	else {
+		t->items[t->n++] = item;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&registry_lock);
+	return rc;
+}
+
+static const void *
+table_find(const struct table *t, const char *name, size_t len)
+{
+	const void *item;
+
+	strata_builtin_init_();
+	pthread_mutex_lock(&registry_lock);
+	item = find_locked(t, name, len);
+	pthread_mutex_unlock(&registry_lock);
+	return item;
+}
+
+static size_t
+table_list(const struct table *t, const void **out, size_t n)
+{
+	size_t i, total;
+
+	strata_builtin_init_();
+	pthread_mutex_lock(&registry_lock);
+	total = t->n;
+	for (i = 0; i < n && i < total; i++)
+		out[i] = t->items[i];
+	pthread_mutex_unlock(&registry_lock);
+	return total;
 }
 
 int
 strata_register_filter(const struct strata_filter_type *type,
     struct strata_error *err)
 {
-	int rc = -1;
-
 	strata_builtin_init_();
 	if (!type || !name_valid(type->name) || !type->input ||
 	    !type->output) {
@@ -79,32 +150,29 @@ strata_register_filter(const struct strata_filter_type *type,
 		    "(at most 32) and both filter functions");
 		return -1;
 	}
-	pthread_mutex_lock(&registry_lock);
-	if (find_locked(type->name, strlen(type->name)))
+	return table_add(&filters, type, err);
+}
+
+int
+strata_register_transport(const struct strata_transport_type *type,
+    struct strata_error *err)
+{
+	strata_builtin_init_();
+	if (!type || !name_valid(type->name) || !type->config ||
+	    (!type->connect && !(type->listen && type->accept))) {
 		strata_error_set(err, STRATA_ERR_INVALID,
-		    "register: a filter named '%s' already exists",
-		    type->name);
-	else if (registry_n == REGISTRY_MAX)
-		strata_error_set(err, STRATA_ERR_INVALID,
-		    "register: the registry is full (%d types)", REGISTRY_MAX);
-	else {
-		registry[registry_n++] = type;
-		rc = 0;
+		    "register: transport type needs a name of [a-z0-9_-] "
+		    "(at most 32), config() and connect() or "
+		    "listen()+accept()");
+		return -1;
 	}
-	pthread_mutex_unlock(&registry_lock);
-	return rc;
+	return table_add(&transports, type, err);
 }
 
 const struct strata_filter_type *
 strata_find_filter_n_(const char *name, size_t len)
 {
-	const struct strata_filter_type *t;
-
-	strata_builtin_init_();
-	pthread_mutex_lock(&registry_lock);
-	t = find_locked(name, len);
-	pthread_mutex_unlock(&registry_lock);
-	return t;
+	return table_find(&filters, name, len);
 }
 
 const struct strata_filter_type *
@@ -113,29 +181,63 @@ strata_find_filter(const char *name)
 	return name ? strata_find_filter_n_(name, strlen(name)) : NULL;
 }
 
+const struct strata_transport_type *
+strata_find_transport_n_(const char *name, size_t len)
+{
+	return table_find(&transports, name, len);
+}
+
+const struct strata_transport_type *
+strata_find_transport(const char *name)
+{
+	return name ? strata_find_transport_n_(name, strlen(name)) : NULL;
+}
+
 size_t
 strata_list_filters(const struct strata_filter_type **out, size_t n)
 {
-	size_t i, total;
+	return table_list(&filters, (const void **)out, n);
+}
 
-	strata_builtin_init_();
-	pthread_mutex_lock(&registry_lock);
-	total = registry_n;
-	for (i = 0; i < n && i < total; i++)
-		out[i] = registry[i];
-	pthread_mutex_unlock(&registry_lock);
-	return total;
+size_t
+strata_list_transports(const struct strata_transport_type **out, size_t n)
+{
+	return table_list(&transports, (const void **)out, n);
 }
 
 /* ---- option helpers ---- */
+
+/*
+ * At most 40 bytes of @p s for a message, then "...", with control
+ * characters shown as '?': a long value must not push the key and what
+ * was expected out of the message, nor write escapes to a terminal.
+ */
+static const char *
+clip(const char *s, char buf[44])
+{
+	size_t i, n = strnlen(s, 41);
+
+	for (i = 0; i < n && i < 40; i++) {
+		unsigned char c = (unsigned char)s[i];
+		buf[i] = c < 0x20 || c == 0x7f ? '?' : s[i];
+	}
+	if (n > 40) {
+		memcpy(buf + i, "...", 3);
+		i += 3;
+	}
+	buf[i] = 0;
+	return buf;
+}
 
 static int
 bad_value(const char *filter, const struct strata_option *opt,
     struct strata_error *err, const char *expected)
 {
+	char v[44], k[44];
+
 	strata_error_set(err, STRATA_ERR_OPTION,
-	    "%s: bad value '%s' for %s: expected %s", filter, opt->value,
-	    opt->key, expected);
+	    "%s: bad value '%s' for %s: expected %s", filter,
+	    clip(opt->value, v), clip(opt->key, k), expected);
 	if (err)
 		err->position = opt->position;
 	return -1;
@@ -220,5 +322,38 @@ strata_opt_bool(const char *filter, const struct strata_option *opt,
 	if (strata_opt_enum(filter, opt, names, &i, err) < 0)
 		return -1;
 	*out = i & 1;
+	return 0;
+}
+
+int
+strata_opt_msec(const char *filter, const struct strata_option *opt,
+    uint64_t min_ms, uint64_t max_ms, uint64_t *out_ms,
+    struct strata_error *err)
+{
+	char expected[96];
+	const char *v = opt->value;
+	char *end = NULL;
+	unsigned long long x;
+	uint64_t scale;
+
+	snprintf(expected, sizeof(expected),
+	    "a duration from %" PRIu64 "ms to %" PRIu64 "s (ms, s, m suffixes)",
+	    min_ms, max_ms / 1000);
+	if (!isdigit((unsigned char)v[0]))
+		return bad_value(filter, opt, err, expected);
+	errno = 0;
+	x = strtoull(v, &end, 10);
+	if (!strcmp(end, "ms"))
+		scale = 1;
+	else if (!*end || !strcmp(end, "s"))
+		scale = 1000;
+	else if (!strcmp(end, "m"))
+		scale = 60000;
+	else
+		return bad_value(filter, opt, err, expected);
+	if (errno || x > UINT64_MAX / scale || x * scale < min_ms ||
+	    x * scale > max_ms)
+		return bad_value(filter, opt, err, expected);
+	*out_ms = x * scale;
 	return 0;
 }

@@ -5,11 +5,13 @@
  *   filter := name [ "(" [ key "=" value ( "," key "=" value )* ] ")" ]
  *   value  := bare | "double quoted \" \\" | 'single quoted'
  *
+ * In double quotes only \" and \\ are escapes; any other backslash is kept
+ * as written (so "C:\dir\ca.pem" survives). Single quotes are literal.
+ *
  * Parsing happens once per stack string; options are validated by the
  * filter's config() here, never on the data path. Every error names the
  * position (0-based byte offset) and what was expected.
  */
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +19,9 @@
 
 #define MAX_FILTERS 32
 #define MAX_OPTIONS 32
+/* Longest piece of the stack string echoed in a message, so the rest of
+ * the message (key, position, what was expected) always fits. */
+#define CLIP_MAX 40
 
 struct parser {
 	const char *s;
@@ -28,16 +33,41 @@ struct parser {
 };
 
 static int
+is_ctl(unsigned char c)
+{
+	return c < 0x20 || c == 0x7f;
+}
+
+/*
+ * Copy @p len bytes of @p s for an error message: at most CLIP_MAX of them,
+ * then "...", with control characters shown as '?' (messages go to
+ * terminals and logs).
+ */
+static const char *
+clip(const char *s, size_t len, char buf[CLIP_MAX + 4])
+{
+	size_t i, n = len < CLIP_MAX ? len : CLIP_MAX;
+
+	for (i = 0; i < n; i++)
+		buf[i] = is_ctl((unsigned char)s[i]) ? '?' : s[i];
+	if (n < len) {
+		memcpy(buf + n, "...", 3);
+		n += 3;
+	}
+	buf[n] = 0;
+	return buf;
+}
+
+static int
 fail(struct parser *p, size_t pos, enum strata_error_code code,
     const char *what)
 {
-	char near[24];
-	size_t n = strcspn(p->s + pos, "\n");
+	char near[CLIP_MAX + 4];
+	size_t n = 0;
 
-	if (n > 16)
-		n = 16;
-	memcpy(near, p->s + pos, n);
-	near[n] = 0;
+	while (n < 16 && p->s[pos + n] && p->s[pos + n] != '\n')
+		n++;
+	clip(p->s + pos, n, near);
 	if (p->s[pos])
 		strata_error_set(p->err, code,
 		    "stack string: %s at position %zu (near '%s')", what, pos,
@@ -51,24 +81,39 @@ fail(struct parser *p, size_t pos, enum strata_error_code code,
 	return -1;
 }
 
+static int
+is_ws(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
 static void
 skip_ws(struct parser *p)
 {
-	while (p->s[p->pos] == ' ' || p->s[p->pos] == '\t' ||
-	    p->s[p->pos] == '\n' || p->s[p->pos] == '\r')
+	while (is_ws(p->s[p->pos]))
 		p->pos++;
 }
 
+/* ASCII ranges, not <ctype.h>: names must not depend on the locale. */
 static int
 is_name_char(int c)
 {
-	return islower(c) || isdigit(c) || c == '-' || c == '_';
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+	    c == '_';
 }
 
 static int
 is_key_char(int c)
 {
-	return is_name_char(c) || isupper(c) || c == '.';
+	return is_name_char(c) || (c >= 'A' && c <= 'Z') || c == '.';
+}
+
+/* Is s[i] a backslash that escapes the next byte inside quote @p q? */
+static int
+is_escape(const char *s, size_t i, char q)
+{
+	return q == '"' && s[i] == '\\' &&
+	    (s[i + 1] == '"' || s[i + 1] == '\\');
 }
 
 static void
@@ -83,29 +128,34 @@ options_clear(struct parser *p)
 	p->nopt = 0;
 }
 
-/* A quoted value; p->pos is on the opening quote. */
+/* A quoted value; p->pos is on the opening quote. Find the closing quote
+ * first, so the copy is exactly as long as the value. */
 static char *
 parse_quoted(struct parser *p)
 {
-	char q = p->s[p->pos];
-	size_t start = p->pos++, n = 0;
-	char *out = malloc(strlen(p->s + p->pos) + 1);
+	char q = p->s[p->pos], *out;
+	size_t start = p->pos, end, n = 0;
 
-	if (!out)
-		return NULL;
-	while (p->s[p->pos] && p->s[p->pos] != q) {
-		if (q == '"' && p->s[p->pos] == '\\' && p->s[p->pos + 1])
-			p->pos++;
-		out[n++] = p->s[p->pos++];
-	}
-	if (p->s[p->pos] != q) {
-		free(out);
+	for (end = start + 1; p->s[end] && p->s[end] != q; end++)
+		if (is_escape(p->s, end, q))
+			end++;
+	if (p->s[end] != q) {
 		fail(p, start, STRATA_ERR_SYNTAX,
-		    q == '"' ? "unterminated \" quote" : "unterminated ' quote");
+		    q == '"' ? "unterminated \" quote"
+			     : "unterminated ' quote");
 		return NULL;
 	}
-	p->pos++;
+	if (!(out = malloc(end - start))) {
+		fail(p, start, STRATA_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	for (p->pos = start + 1; p->pos < end; p->pos++) {
+		if (is_escape(p->s, p->pos, q))
+			p->pos++;
+		out[n++] = p->s[p->pos];
+	}
 	out[n] = 0;
+	p->pos = end + 1;
 	return out;
 }
 
@@ -121,7 +171,7 @@ parse_bare(struct parser *p)
 	    p->s[p->pos] != '\'')
 		p->pos++;
 	end = p->pos;
-	while (end > start && isspace((unsigned char)p->s[end - 1]))
+	while (end > start && is_ws(p->s[end - 1]))
 		end--;
 	if (end == start) {
 		fail(p, start, STRATA_ERR_SYNTAX, "expected a value");
@@ -138,16 +188,17 @@ parse_option(struct parser *p, const char *filter)
 {
 	size_t kpos = p->pos, i;
 	struct strata_option *o;
-	char *key, *value;
+	char *key, *value, shown[CLIP_MAX + 4];
 
 	while (is_key_char((unsigned char)p->s[p->pos]))
 		p->pos++;
 	if (p->pos == kpos)
 		return fail(p, kpos, STRATA_ERR_SYNTAX,
 		    "expected an option name");
-	key = strndup(p->s + kpos, p->pos - kpos);
+	if (!(key = strndup(p->s + kpos, p->pos - kpos)))
+		return fail(p, kpos, STRATA_ERR_NOMEM, "out of memory");
 	skip_ws(p);
-	if (!key || p->s[p->pos] != '=') {
+	if (p->s[p->pos] != '=') {
 		free(key);
 		return fail(p, p->pos, STRATA_ERR_SYNTAX,
 		    "expected '=' after the option name");
@@ -170,7 +221,7 @@ parse_option(struct parser *p, const char *filter)
 		    i < p->nopt ? "%s: option '%s' given twice at position %zu"
 				: "%s: too many options (at '%s', position "
 				  "%zu)",
-		    filter, key, kpos);
+		    filter, clip(key, strlen(key), shown), kpos);
 		if (p->err)
 			p->err->position = kpos;
 		free(key);
@@ -212,13 +263,13 @@ parse_option_list(struct parser *p, const char *filter)
 }
 
 static void
-list_known_keys(const struct strata_filter_type *t, char *buf, size_t len)
+list_known_keys(const struct strata_option_doc *docs, char *buf, size_t len)
 {
 	const struct strata_option_doc *d;
 	size_t n = 0;
 
 	buf[0] = 0;
-	for (d = t->options; d && d->key && n < len; d++)
+	for (d = docs; d && d->key && n < len; d++)
 		n += (size_t)snprintf(buf + n, len - n, "%s%s", n ? ", " : "",
 		    d->key);
 	if (!n)
@@ -227,22 +278,25 @@ list_known_keys(const struct strata_filter_type *t, char *buf, size_t len)
 
 /* Every key must be one the type documents. */
 static int
-check_keys(struct parser *p, const struct strata_filter_type *t)
+check_keys(struct parser *p, const char *owner,
+    const struct strata_option_doc *docs)
 {
 	const struct strata_option_doc *d;
-	char known[160];
+	char known[160], shown[CLIP_MAX + 4];
 	size_t i;
 
 	for (i = 0; i < p->nopt; i++) {
-		for (d = t->options; d && d->key; d++)
+		for (d = docs; d && d->key; d++)
 			if (!strcmp(d->key, p->opt[i].key))
 				break;
 		if (d && d->key)
 			continue;
-		list_known_keys(t, known, sizeof(known));
+		list_known_keys(docs, known, sizeof(known));
 		strata_error_set(p->err, STRATA_ERR_OPTION,
 		    "%s: unknown option '%s' at position %zu (known: %s)",
-		    t->name, p->opt[i].key, p->opt[i].position, known);
+		    owner,
+		    clip(p->opt[i].key, strlen(p->opt[i].key), shown),
+		    p->opt[i].position, known);
 		if (p->err)
 			p->err->position = p->opt[i].position;
 		return -1;
@@ -267,7 +321,7 @@ parse_filter(struct parser *p, struct strata_spec_filter *f)
 {
 	size_t npos = p->pos;
 	const struct strata_filter_type *t;
-	char known[160];
+	char known[160], shown[CLIP_MAX + 4];
 	int rc;
 
 	while (is_name_char((unsigned char)p->s[p->pos]))
@@ -279,8 +333,8 @@ parse_filter(struct parser *p, struct strata_spec_filter *f)
 	if (!t) {
 		list_known_filters(known, sizeof(known));
 		strata_error_set(p->err, STRATA_ERR_UNKNOWN,
-		    "unknown filter '%.*s' at position %zu (known: %s)",
-		    (int)(p->pos - npos), p->s + npos, npos, known);
+		    "unknown filter '%s' at position %zu (known: %s)",
+		    clip(p->s + npos, p->pos - npos, shown), npos, known);
 		if (p->err)
 			p->err->position = npos;
 		return -1;
@@ -288,7 +342,7 @@ parse_filter(struct parser *p, struct strata_spec_filter *f)
 	skip_ws(p);
 	if (p->s[p->pos] == '(' && parse_option_list(p, t->name) < 0)
 		return -1;
-	if (check_keys(p, t) < 0)
+	if (check_keys(p, t->name, t->options) < 0)
 		return -1;
 	f->type = t;
 	f->cfg = NULL;
@@ -296,7 +350,12 @@ parse_filter(struct parser *p, struct strata_spec_filter *f)
 		options_clear(p);
 		return 0;
 	}
+	/* config() errors point at the filter unless they name a key */
+	if (p->err)
+		p->err->position = npos;
 	rc = t->config(&f->cfg, p->opt, p->nopt, p->err);
+	if (rc >= 0 && p->err)
+		p->err->position = 0;
 	if (rc < 0 && p->err) {
 		if (!p->err->message[0])
 			strata_error_set(p->err, STRATA_ERR_OPTION,
@@ -311,7 +370,7 @@ parse_filter(struct parser *p, struct strata_spec_filter *f)
 static int
 parse_transport(struct parser *p, struct strata_spec *spec)
 {
-	size_t start = p->pos, end;
+	size_t start = p->pos, qpos = 0, end;
 	char q = 0;
 
 	for (; p->s[p->pos]; p->pos++) {
@@ -319,18 +378,19 @@ parse_transport(struct parser *p, struct strata_spec *spec)
 		if (q) {
 			if (c == q)
 				q = 0;
-			else if (q == '"' && c == '\\' && p->s[p->pos + 1])
+			else if (is_escape(p->s, p->pos, q))
 				p->pos++;
-		} else if (c == '"' || c == '\'')
+		} else if (c == '"' || c == '\'') {
 			q = c;
-		else if (c == '|')
+			qpos = p->pos;
+		} else if (c == '|')
 			break;
 	}
 	if (q)
-		return fail(p, start, STRATA_ERR_SYNTAX,
+		return fail(p, qpos, STRATA_ERR_SYNTAX,
 		    "unterminated quote in the transport");
 	end = p->pos;
-	while (end > start && isspace((unsigned char)p->s[end - 1]))
+	while (end > start && is_ws(p->s[end - 1]))
 		end--;
 	if (end == start || !memchr(p->s + start, ':', end - start))
 		return fail(p, start, STRATA_ERR_SYNTAX,
@@ -424,4 +484,99 @@ strata_spec_unref_(struct strata_spec *spec)
 			spec->f[i].type->config_free(spec->f[i].cfg);
 	free(spec->transport);
 	free(spec);
+}
+
+/* ---- the transport part ---- */
+
+static void
+list_known_transports(char *buf, size_t len)
+{
+	const struct strata_transport_type *t[80];
+	size_t n = strata_list_transports(t, 80), i, off = 0;
+
+	buf[0] = 0;
+	for (i = 0; i < n && i < 80 && off < len; i++)
+		off += (size_t)snprintf(buf + off, len - off, "%s%s",
+		    i ? ", " : "", t[i]->name);
+}
+
+/* "(key=value, ...)" at the end of the address, for types with options. */
+static int
+transport_options(struct parser *p, const struct strata_transport_type *t,
+    size_t *addr_end)
+{
+	const char *open;
+	size_t len = strlen(p->s);
+
+	*addr_end = len;
+	if (!t->options || !len || p->s[len - 1] != ')')
+		return 0;
+	if (!(open = strrchr(p->s, '(')))
+		return fail(p, len - 1, STRATA_ERR_SYNTAX,
+		    "unmatched ')' after the address");
+	p->pos = (size_t)(open - p->s);
+	*addr_end = p->pos;
+	while (*addr_end && is_ws(p->s[*addr_end - 1]))
+		(*addr_end)--;
+	if (parse_option_list(p, t->name) < 0)
+		return -1;
+	if (p->s[p->pos])
+		return fail(p, p->pos, STRATA_ERR_SYNTAX,
+		    "expected the end of the transport after its options");
+	return check_keys(p, t->name, t->options);
+}
+
+static int
+transport_config(struct parser *p, const struct strata_transport_type **tp,
+    void **cfg)
+{
+	const struct strata_transport_type *t;
+	size_t sl = strcspn(p->s, ":"), end;
+	char known[160], *addr;
+	int rc;
+
+	t = strata_find_transport_n_(p->s, sl);
+	if (!t) {
+		list_known_transports(known, sizeof(known));
+		strata_error_set(p->err, STRATA_ERR_UNKNOWN,
+		    "unknown transport '%.*s' at position %zu (known: %s)",
+		    (int)(sl > CLIP_MAX ? CLIP_MAX : sl), p->s, p->pos, known);
+		return -1;
+	}
+	if (transport_options(p, t, &end) < 0)
+		return -1;
+	if (!(addr = strndup(p->s + sl + 1, end - sl - 1)))
+		return fail(p, 0, STRATA_ERR_NOMEM, "out of memory");
+	rc = t->config(cfg, addr, p->opt, p->nopt, p->err);
+	free(addr);
+	if (rc < 0) {
+		if (p->err && !p->err->message[0])
+			strata_error_set(p->err, STRATA_ERR_SYNTAX,
+			    "bad address");
+		strata_error_prefix_(p->err, t->name);
+		return -1;
+	}
+	*tp = t;
+	return 0;
+}
+
+int
+strata_transport_config_(const struct strata_spec *spec,
+    const struct strata_transport_type **tp, void **cfg,
+    struct strata_error *err)
+{
+	struct parser p = {.s = spec->transport, .err = err};
+	int rc;
+
+	*cfg = NULL;
+	if (!spec->transport) {
+		strata_error_set(err, STRATA_ERR_SYNTAX,
+		    "stack string: expected a transport");
+		return -1;
+	}
+	rc = transport_config(&p, tp, cfg);
+	options_clear(&p);
+	if (rc < 0 && err)
+		err->position += spec->transport_pos;
+	return rc;
 }

@@ -38,8 +38,14 @@ struct lines {
 	const struct lines_cfg *cfg;
 	struct strata_layer *layer;
 	uint64_t offset;	/* input bytes consumed so far */
+	uint64_t cut_at;	/* offset of the line being discarded */
 	uint64_t lines_in;	/* lines delivered up */
 	uint64_t truncated;	/* lines cut by overflow=truncate */
+	/* Bytes at the start of src already searched without finding the
+	 * end of the partial line there: src only grows between calls (this
+	 * filter alone drains it), so a slow peer does not make every call
+	 * rescan the whole line. */
+	size_t scanned;
 	int discarding;		/* dropping the rest of a truncated line */
 	int out_mid_line;	/* last output byte was not a line end */
 };
@@ -53,15 +59,48 @@ static const struct strata_option_doc lines_options[] = {
 };
 
 static int
-lines_config(void **cfgp, const struct strata_option *opts, size_t n,
+lines_config_one(struct lines_cfg *c, const struct strata_option *o,
     struct strata_error *err)
 {
 	static const char *const eols[] = {"lf", "crlf", "any", NULL};
 	static const char *const ovf[] = {"error", "truncate", NULL};
 	static const char *const tails[] = {"deliver", "error", NULL};
-	struct lines_cfg *c = calloc(1, sizeof(*c));
 	uint64_t max;
-	int v = 0, rc = 0;
+	int v;
+
+	if (!strcmp(o->key, "eol")) {
+		if (strata_opt_enum("lines", o, eols, &v, err) < 0)
+			return -1;
+		c->eol = (enum lines_eol)v;
+	} else if (!strcmp(o->key, "max")) {
+		if (strata_opt_uint("lines", o, 1, LINES_MAX_LIMIT, 1, &max,
+			err) < 0)
+			return -1;
+		c->max = (size_t)max;
+	} else if (!strcmp(o->key, "overflow")) {
+		if (strata_opt_enum("lines", o, ovf, &v, err) < 0)
+			return -1;
+		c->overflow = (enum lines_overflow)v;
+	} else if (!strcmp(o->key, "tail")) {
+		if (strata_opt_enum("lines", o, tails, &v, err) < 0)
+			return -1;
+		c->tail = (enum lines_tail)v;
+	} else {
+		/* the stack parser checks keys too; a direct caller may not */
+		strata_error_set(err, STRATA_ERR_OPTION,
+		    "lines: unknown option '%s'", o->key);
+		if (err)
+			err->position = o->position;
+		return -1;
+	}
+	return 0;
+}
+
+static int
+lines_config(void **cfgp, const struct strata_option *opts, size_t n,
+    struct strata_error *err)
+{
+	struct lines_cfg *c = calloc(1, sizeof(*c));
 	size_t i;
 
 	if (!c) {
@@ -69,25 +108,11 @@ lines_config(void **cfgp, const struct strata_option *opts, size_t n,
 		return -1;
 	}
 	c->max = LINES_MAX_DEFAULT;
-	for (i = 0; i < n && rc == 0; i++) {
-		const struct strata_option *o = &opts[i];
-		if (!strcmp(o->key, "eol") &&
-		    !(rc = strata_opt_enum("lines", o, eols, &v, err)))
-			c->eol = (enum lines_eol)v;
-		else if (!strcmp(o->key, "max") &&
-		    !(rc = strata_opt_uint("lines", o, 1, LINES_MAX_LIMIT, 1,
-			  &max, err)))
-			c->max = (size_t)max;
-		else if (!strcmp(o->key, "overflow") &&
-		    !(rc = strata_opt_enum("lines", o, ovf, &v, err)))
-			c->overflow = (enum lines_overflow)v;
-		else if (!strcmp(o->key, "tail") &&
-		    !(rc = strata_opt_enum("lines", o, tails, &v, err)))
-			c->tail = (enum lines_tail)v;
-	}
-	if (rc < 0) {
-		free(c);
-		return -1;
+	for (i = 0; i < n; i++) {
+		if (lines_config_one(c, &opts[i], err) < 0) {
+			free(c);
+			return -1;
+		}
 	}
 	*cfgp = c;
 	return 0;
@@ -138,14 +163,14 @@ find_lf(struct evbuffer *src, size_t from, size_t span)
 		if (n > PEEK_EXTENTS)
 			n = PEEK_EXTENTS;
 		for (i = 0; i < n && seen < span; i++) {
+			const char *base = v[i].iov_base, *hit;
 			size_t len = v[i].iov_len;
-			const char *hit;
 			if (len > span - seen)
 				len = span - seen;
-			hit = memchr(v[i].iov_base, '\n', len);
+			hit = memchr(base, '\n', len);
 			if (hit)
 				return (ev_ssize_t)(from + seen +
-				    (size_t)(hit - (const char *)v[i].iov_base));
+				    (size_t)(hit - base));
 			seen += len;
 		}
 		if (evbuffer_ptr_set(src, &ptr, from + seen,
@@ -184,8 +209,14 @@ eol_len(const struct lines *l, struct evbuffer *src, size_t lf)
 	}
 }
 
+/*
+ * The line at the start of @p src is longer than max: fail, or deliver its
+ * first max bytes as a line and drop the rest (up to @p budget: a cut line
+ * waits while dst holds data it would not fit after).
+ */
 static enum bufferevent_filter_result
-lines_overflow(struct lines *l, struct evbuffer *src, struct evbuffer *dst)
+lines_long(struct lines *l, struct evbuffer *src, struct evbuffer *dst,
+    size_t budget)
 {
 	if (l->cfg->overflow == OVERFLOW_ERROR) {
 		strata_layer_fail(l->layer, STRATA_ERR_FILTER,
@@ -193,43 +224,161 @@ lines_overflow(struct lines *l, struct evbuffer *src, struct evbuffer *dst)
 		    (unsigned long long)l->offset);
 		return BEV_ERROR;
 	}
+	if (evbuffer_get_length(dst) && l->cfg->max + 1 > budget)
+		return BEV_NEED_MORE;
 	evbuffer_remove_buffer(src, dst, l->cfg->max);
 	evbuffer_add(dst, "\n", 1);
+	l->cut_at = l->offset;
 	l->offset += l->cfg->max;
 	l->truncated++;
 	l->lines_in++;
 	l->discarding = 1;
+	l->scanned = 0;
 	return BEV_OK;
 }
 
-/* Drop the rest of a truncated line, through its terminator. */
+/*
+ * Drop the rest of a truncated line, through its terminator. In crlf mode
+ * only a CRLF ends it, and a CR as the last byte stays in src: its LF may
+ * be the next byte to arrive.
+ */
 static int
 lines_discard(struct lines *l, struct evbuffer *src)
 {
-	size_t len = evbuffer_get_length(src);
-	ev_ssize_t lf = find_lf(src, 0, len);
-	size_t drop = lf < 0 ? len : (size_t)lf + 1;
+	size_t len = evbuffer_get_length(src), from = 0, drop;
+	ev_ssize_t lf;
 
+	while ((lf = find_lf(src, from, len - from)) >= 0 &&
+	    !eol_len(l, src, (size_t)lf))
+		from = (size_t)lf + 1;
+	if (lf >= 0) {
+		drop = (size_t)lf + 1;
+		l->discarding = 0;
+	} else {
+		drop = len;
+		if (drop && l->cfg->eol == EOL_CRLF &&
+		    byte_at(src, len - 1) == '\r')
+			drop--;
+	}
 	evbuffer_drain(src, drop);
 	l->offset += drop;
-	if (lf >= 0)
-		l->discarding = 0;
+	l->scanned = 0;
 	return drop > 0;
 }
 
-/* Deliver an unterminated last line at EOF, or report it. */
+/* Why lines_scan() stopped. */
+enum scan_stop {
+	STOP_PARTIAL, /* src holds nothing but the start of a line */
+	STOP_FULL,    /* the next whole line does not fit the budget */
+	STOP_LONG     /* src starts with a line longer than max */
+};
+
+/*
+ * Move whole lines from @p src to @p dst within *budget, which it lowers;
+ * the first line may exceed it when dst is empty (a line is never split).
+ * Lines that end in a bare "\n" move in batches with one
+ * evbuffer_remove_buffer; a "\r\n" is rewritten to "\n". Sets *progress
+ * if anything moved.
+ */
+static enum scan_stop
+lines_scan(struct lines *l, struct evbuffer *src, struct evbuffer *dst,
+    size_t *budget, int *progress)
+{
+	const size_t max = l->cfg->max;
+	const size_t slack = l->cfg->eol == EOL_LF ? 0 : 1;
+	size_t len = evbuffer_get_length(src), start = 0, batch = 0;
+	size_t scan = l->scanned < len ? l->scanned : len;
+	enum scan_stop stop = STOP_PARTIAL;
+
+	l->scanned = 0;
+	for (;;) {
+		/* a terminator ends by start + max + slack at the latest */
+		size_t want = start + max + 1 + slack;
+		size_t end = want < len ? want : len;
+		ev_ssize_t lf = scan < end ? find_lf(src, scan, end - scan)
+					   : -1;
+		size_t tl, content;
+
+		if (lf < 0) {
+			if (len - start > max + slack)
+				stop = STOP_LONG;
+			else
+				l->scanned = end - start;
+			break;
+		}
+		if (!(tl = eol_len(l, src, (size_t)lf))) {
+			/* crlf mode: a bare "\n" is line content */
+			scan = (size_t)lf + 1;
+			continue;
+		}
+		content = (size_t)lf + 1 - start - tl;
+		if (content > max) {
+			stop = STOP_LONG;
+			break;
+		}
+		if (batch + content + 1 > *budget &&
+		    (batch || evbuffer_get_length(dst))) {
+			stop = STOP_FULL;
+			break;
+		}
+		l->lines_in++;
+		if (tl == 1) {
+			batch += content + 1;
+			start = scan = (size_t)lf + 1;
+			continue;
+		}
+		/* move the batch and this line's content, rewrite the eol */
+		evbuffer_remove_buffer(src, dst, batch + content);
+		evbuffer_drain(src, 2);
+		evbuffer_add(dst, "\n", 1);
+		l->offset += batch + content + 2;
+		*budget -= *budget < batch + content + 1 ? *budget
+							 : batch + content + 1;
+		len -= batch + content + 2;
+		batch = start = scan = 0;
+		*progress = 1;
+	}
+	if (batch) {
+		evbuffer_remove_buffer(src, dst, batch);
+		l->offset += batch;
+		*budget -= *budget < batch ? *budget : batch;
+		*progress = 1;
+	}
+	return stop;
+}
+
+/*
+ * BEV_FINISHED with no whole line left: what remains is one unterminated
+ * line, or the rest of a cut one. Deliver it, cut it, or report it.
+ */
 static enum bufferevent_filter_result
-lines_finish_tail(struct lines *l, struct evbuffer *src, struct evbuffer *dst)
+lines_end(struct lines *l, struct evbuffer *src, struct evbuffer *dst,
+    size_t budget)
 {
 	size_t rest = evbuffer_get_length(src);
+	uint64_t start = l->discarding ? l->cut_at : l->offset;
 
+	if (!rest && !l->discarding)
+		return BEV_NEED_MORE;
+	if (!l->discarding && rest > l->cfg->max)
+		return lines_long(l, src, dst, budget);
 	if (l->cfg->tail == TAIL_ERROR) {
 		strata_layer_fail(l->layer, STRATA_ERR_TRUNCATED,
-		    "stream ended inside a line (%zu bytes without a "
-		    "terminator at offset %llu)", rest,
-		    (unsigned long long)l->offset);
+		    "stream ended inside a line (%llu bytes without a "
+		    "terminator at offset %llu)",
+		    (unsigned long long)(l->offset + rest - start),
+		    (unsigned long long)start);
 		return BEV_ERROR;
 	}
+	l->scanned = 0;
+	if (l->discarding) {
+		evbuffer_drain(src, rest);
+		l->offset += rest;
+		l->discarding = 0;
+		return rest ? BEV_OK : BEV_NEED_MORE;
+	}
+	if (evbuffer_get_length(dst) && rest + 1 > budget)
+		return BEV_NEED_MORE;
 	evbuffer_remove_buffer(src, dst, rest);
 	evbuffer_add(dst, "\n", 1);
 	l->offset += rest;
@@ -238,82 +387,31 @@ lines_finish_tail(struct lines *l, struct evbuffer *src, struct evbuffer *dst)
 }
 
 /*
- * Move whole lines from @p src to @p dst, at most @p lim bytes unless dst is
- * empty (a line is never split). Lines that end in a bare "\n" move in
- * batches with one evbuffer_remove_buffer; a "\r\n" is rewritten to "\n".
+ * Input: whole lines up. Whatever moved in a call is reported (BEV_OK)
+ * before a long line or the end of the stream is dealt with in the next
+ * call, so a plain libevent filter bufferevent also sees the progress
+ * before an error.
  */
 static enum bufferevent_filter_result
 lines_input(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
     enum bufferevent_flush_mode mode, void *ctx)
 {
 	struct lines *l = ctx;
-	const size_t max = l->cfg->max;
-	const size_t slack = l->cfg->eol == EOL_LF ? 0 : 1;
-	size_t len, start = 0, scan = 0, batch = 0;
 	size_t budget = lim < 0 ? SIZE_MAX : (size_t)lim;
+	enum scan_stop stop = STOP_PARTIAL;
 	int progress = 0;
 
 	if (l->discarding)
 		progress = lines_discard(l, src);
-	len = evbuffer_get_length(src);
-	while (!l->discarding && scan < len) {
-		size_t want = start + max + 1 + slack;
-		size_t span = (want < len ? want : len) - scan;
-		ev_ssize_t lf = find_lf(src, scan, span);
-		size_t tl, content, linelen;
-
-		if (lf < 0) {
-			if (len - start > max + slack)
-				goto overflow;
-			break;
-		}
-		linelen = (size_t)lf + 1 - start;
-		if (!(tl = eol_len(l, src, (size_t)lf))) {
-			/* crlf mode: a bare "\n" is line content */
-			scan = (size_t)lf + 1;
-			continue;
-		}
-		content = linelen - tl;
-		if (content > max)
-			goto overflow;
-		if (batch + content + 1 > budget &&
-		    (batch || evbuffer_get_length(dst)))
-			break;
-		l->lines_in++;
-		if (tl == 1) {
-			batch += linelen;
-			start = scan = (size_t)lf + 1;
-			continue;
-		}
-		/* move the batch and this line's content, rewrite the eol */
-		evbuffer_remove_buffer(src, dst, batch + content);
-		evbuffer_drain(src, 2);
-		evbuffer_add(dst, "\n", 1);
-		l->offset += batch + linelen;
-		if (budget != SIZE_MAX)
-			budget -= budget < batch + content + 1 ? budget
-			    : batch + content + 1;
-		len -= batch + linelen;
-		batch = start = scan = 0;
-		progress = 1;
-	}
-	if (batch) {
-		evbuffer_remove_buffer(src, dst, batch);
-		l->offset += batch;
-		progress = 1;
-	}
-	if (mode == BEV_FINISHED && !l->discarding &&
-	    evbuffer_get_length(src))
-		return lines_finish_tail(l, src, dst);
-	return progress ? BEV_OK : BEV_NEED_MORE;
-overflow:
-	if (batch) {
-		/* the complete lines before the long one go first */
-		evbuffer_remove_buffer(src, dst, batch);
-		l->offset += batch;
-		return BEV_OK;
-	}
-	return lines_overflow(l, src, dst);
+	if (!l->discarding)
+		stop = lines_scan(l, src, dst, &budget, &progress);
+	if (progress || stop == STOP_FULL)
+		return progress ? BEV_OK : BEV_NEED_MORE;
+	if (stop == STOP_LONG)
+		return lines_long(l, src, dst, budget);
+	if (mode == BEV_FINISHED)
+		return lines_end(l, src, dst, budget);
+	return BEV_NEED_MORE;
 }
 
 /* Output: rewrite "\n" as the wire terminator; LF mode passes through. */
@@ -341,17 +439,21 @@ lines_output(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
 		moved += seg;
 		len -= seg;
 		budget = budget == SIZE_MAX ? budget : budget - seg;
-		if (lf >= 0) {
-			evbuffer_drain(src, 1);
-			evbuffer_add(dst, "\r\n", 2);
-			l->out_mid_line = 0;
-			moved++;
-			len--;
-			budget = budget == SIZE_MAX ? budget
-			    : budget > 2 ? budget - 2 : 0;
-		}
+		if (lf < 0)
+			continue;
+		/* a CRLF goes over a limit only into an empty dst */
+		if (budget < 2 && evbuffer_get_length(dst))
+			break;
+		evbuffer_drain(src, 1);
+		evbuffer_add(dst, "\r\n", 2);
+		l->out_mid_line = 0;
+		moved++;
+		len--;
+		budget = budget == SIZE_MAX ? budget
+		    : budget > 2 ? budget - 2 : 0;
 	}
-	if (mode == BEV_FINISHED && !len && l->out_mid_line) {
+	if (mode == BEV_FINISHED && !len && l->out_mid_line &&
+	    (budget >= (crlf ? 2u : 1u) || !evbuffer_get_length(dst))) {
 		evbuffer_add(dst, crlf ? "\r\n" : "\n", crlf ? 2 : 1);
 		l->out_mid_line = 0;
 		moved++;

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -30,14 +31,17 @@ void
 th_run_until(struct event_base *base, const int *done, int ms,
     const char *what)
 {
-	struct timeval slice = {0, 10000};
+	struct timeval slice = {0, 10000}, start, now;
 	struct event *tick = event_new(base, -1, EV_PERSIST, loop_tick, base);
-	int waited = 0;
+	long waited = 0;
 
+	gettimeofday(&start, NULL);
 	event_add(tick, &slice);
 	while (!*done && waited < ms) {
 		event_base_loop(base, EVLOOP_ONCE);
-		waited += 10; /* at most one slice per pass */
+		gettimeofday(&now, NULL);
+		waited = (now.tv_sec - start.tv_sec) * 1000 +
+		    (now.tv_usec - start.tv_usec) / 1000;
 	}
 	event_free(tick);
 	ck_assert_msg(*done, "timed out after %d ms waiting for %s", ms, what);

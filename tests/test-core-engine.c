@@ -411,6 +411,7 @@ START_TEST(parked_input_reenable)
 {
 	struct fx f;
 	char text[1024];
+	int i;
 
 	fx_setup(&f, "rec | lines", 0);
 	bufferevent_setcb(f.top, read_then_pause, NULL, fx_event, &f);
@@ -424,7 +425,8 @@ START_TEST(parked_input_reenable)
 	bufferevent_setcb(f.top, fx_read, NULL, fx_event, &f);
 	ck_assert_uint_lt(evbuffer_get_length(f.got), strlen(text));
 	bufferevent_enable(f.top, EV_READ);
-	th_run_for(f.base, 200);
+	for (i = 0; i < 400 && evbuffer_get_length(f.got) < strlen(text); i++)
+		th_run_for(f.base, 5);
 	ck_assert_msg(got_equals(&f, text), "got %zu of %zu bytes",
 	    evbuffer_get_length(f.got), strlen(text));
 	fx_teardown(&f);

@@ -119,6 +119,12 @@ STRATA_API int strata_opt_enum(const char *filter,
     const struct strata_option *opt, const char *const *names, int *out,
     struct strata_error *err);
 
+/** Parse a duration ("500ms", "10s", "2m"; a bare number is seconds)
+ * into milliseconds within [min_ms, max_ms]. */
+STRATA_API int strata_opt_msec(const char *filter,
+    const struct strata_option *opt, uint64_t min_ms, uint64_t max_ms,
+    uint64_t *out_ms, struct strata_error *err);
+
 /** Parse yes/no/true/false/on/off/1/0. */
 STRATA_API int strata_opt_bool(const char *filter,
     const struct strata_option *opt, int *out, struct strata_error *err);
@@ -175,6 +181,93 @@ STRATA_API void strata_layer_fail(struct strata_layer *l,
  * is ready and the transport is connected.
  */
 STRATA_API void strata_layer_ready(struct strata_layer *l);
+
+/* ---- transport plugins ---- */
+
+/** The engine's handle for one transport instance (one connection). */
+struct strata_conn;
+
+/**
+ * A transport plugin: the bottom of a stack. The stack string names it by
+ * its scheme: "tcp://host:port" for name "tcp", "unix:/path" for "unix".
+ * Options follow the address in parentheses: "tcp://h:1(nodelay=no)".
+ *
+ * connect() and accept() return the bottom bufferevent (a socket
+ * bufferevent in the built-ins) and may set *state, the per-connection
+ * state handed to the other per-connection slots and freed by destroy().
+ * A connecting transport raises BEV_EVENT_CONNECTED or BEV_EVENT_ERROR on
+ * that bufferevent; event() sees every event of it first and returns 1 to
+ * swallow one (e.g. to try the next address).
+ */
+struct strata_transport_type {
+	const char *name;	/* scheme */
+	const char *summary;	/* one line, for listings */
+	const struct strata_option_doc *options;
+	/* parse and validate the address (text after "name:" or
+	 * "name://") and options once; *cfg goes to the other slots */
+	int (*config)(void **cfg, const char *address,
+	    const struct strata_option *opts, size_t n,
+	    struct strata_error *err);
+	void (*config_free)(void *cfg);
+	/* start connecting; NULL if the transport cannot connect */
+	struct bufferevent *(*connect)(const void *cfg, struct strata_conn *c,
+	    void **state, struct strata_error *err);
+	/* open a bound, listening socket (-1 with err on failure); may set
+	 * *lstate, handed to unlisten() before the fd is closed */
+	evutil_socket_t (*listen)(const void *cfg, void **lstate,
+	    struct strata_error *err);
+	/* undo what listen() left besides the fd (a socket file); frees
+	 * lstate */
+	void (*unlisten)(void *lstate);
+	/* wrap an accepted fd */
+	struct bufferevent *(*accept)(const void *cfg, evutil_socket_t fd,
+	    struct strata_conn *c, void **state, struct strata_error *err);
+	int (*event)(void *state, short what);	/* 1: swallow the event */
+	int (*shutdown_write)(void *state);	/* end the output (half-close) */
+	/* peer as text (+ sockaddr where there is one); length or -1 */
+	int (*peer)(void *state, char *buf, size_t len, struct sockaddr *sa,
+	    int *salen);
+	void (*destroy)(void *state);		/* free per-connection state */
+	void (*stats)(const void *state, struct strata_stats_sink *sink);
+};
+
+/** Register a transport type (name: [a-z0-9_-]+, unique). */
+STRATA_API int strata_register_transport(
+    const struct strata_transport_type *type, struct strata_error *err);
+
+/** Look a transport type up by scheme; NULL if unknown. */
+STRATA_API const struct strata_transport_type *strata_find_transport(
+    const char *name);
+
+/** List registered transport types; returns the total count. */
+STRATA_API size_t strata_list_transports(
+    const struct strata_transport_type **out, size_t n);
+
+/** The event base a connection belongs to. */
+STRATA_API struct event_base *strata_conn_base(struct strata_conn *c);
+
+/** The resolver for host names (made on first use if the user gave none). */
+STRATA_API struct evdns_base *strata_conn_dns(struct strata_conn *c);
+
+/** BEV_OPT_* the stack was built with. */
+STRATA_API int strata_conn_options(struct strata_conn *c);
+
+/**
+ * Fail the connection with a message ("connection refused", "host not
+ * found: ..."): raises BEV_EVENT_ERROR on the top (once) with the message
+ * prefixed by the transport name. @p sys_errno may be 0.
+ */
+STRATA_API void strata_conn_fail(struct strata_conn *c, int sys_errno,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/**
+ * Make @p bev read and write efficiently: reads of up to 256 KiB per call
+ * (libevent's socket bufferevent reads 4 KiB), writes of up to 256 KiB.
+ * Call after every bufferevent_setfd()/bufferevent_socket_connect(), which
+ * reset it. With @p wfd >= 0 (a pipe pair), writes go to @p wfd.
+ */
+STRATA_API int strata_socket_tune(struct bufferevent *bev,
+    evutil_socket_t wfd);
 
 /** Add one "key=value" to a stats sink (value printf-style). */
 STRATA_API void strata_stat(struct strata_stats_sink *sink, const char *key,

@@ -189,6 +189,85 @@ STRATA_API int strata_layer_describe(struct bufferevent *top, int index,
 STRATA_API int strata_stats_format(struct bufferevent *top, char *buf,
     size_t len);
 
+/* ---- transports: connect and listen ---- */
+
+struct evdns_base;
+struct sockaddr;
+struct strata_listener;
+
+/**
+ * Build a stack from a stack string and connect it:
+ * `"tcp://example.com:443 | lines"`, `"unix:/run/app.sock"`,
+ * `"unix:@abstract"`, `"pipe:stdio"`, `"pipe:3,4"`, `"exec:cat -n"`.
+ *
+ * Returns the top at once; the connection completes in the background and
+ * BEV_EVENT_CONNECTED reaches the top when the whole stack is ready (data
+ * written before that is queued). Connection failures (refused, host not
+ * found with the resolver's reason, timeout, permission denied) arrive as
+ * BEV_EVENT_ERROR with the message in strata_last_error(). Errors that can
+ * be known at once (a malformed stack string, an unknown transport, a
+ * command that does not exist) return NULL with @p err filled.
+ *
+ * @param dns evdns base for resolving host names; NULL makes a private
+ *        resolver for this connection from /etc/resolv.conf
+ * @param options BEV_OPT_* for the top (and the transport)
+ */
+STRATA_API struct bufferevent *strata_connect(struct event_base *base,
+    struct evdns_base *dns, const char *stack, int options,
+    struct strata_error *err);
+
+/**
+ * Called with the top of each accepted connection's stack, already built;
+ * the callee owns it (set callbacks, enable, free).
+ */
+typedef void (*strata_accept_fn)(struct strata_listener *listener,
+    struct bufferevent *top, void *arg);
+
+/**
+ * Listen on `tcp://host:port` (host may be empty, 0.0.0.0 or [::]; port 0
+ * picks a free port), `unix:/path` or `unix:@name`, and build the stack's
+ * filters on every accepted connection (in the server role). Accept errors
+ * such as EMFILE pause accepting briefly instead of killing the listener.
+ * @return the listener, or NULL with @p err filled (address in use, a unix
+ *         path that is not a stale socket, a missing directory, ...)
+ */
+STRATA_API struct strata_listener *strata_listen(struct event_base *base,
+    const char *stack, int options, strata_accept_fn cb, void *arg,
+    struct strata_error *err);
+
+/** Stop accepting, close the socket, remove a unix socket file. NULL ok. */
+STRATA_API void strata_listener_free(struct strata_listener *listener);
+
+/**
+ * The bound address of a listener (the chosen port after port 0), as text
+ * ("127.0.0.1:40123", "[::1]:80", "unix:/path") and, if @p sa is not NULL,
+ * as a sockaddr. Returns the text length or -1.
+ */
+STRATA_API int strata_listener_address(struct strata_listener *listener,
+    char *buf, size_t len, struct sockaddr *sa, int *salen);
+
+/** The bound TCP port of a listener, or -1. */
+STRATA_API int strata_listener_port(struct strata_listener *listener);
+
+/**
+ * The peer of a stack as text ("192.0.2.1:443", "[::1]:80",
+ * "unix:/run/app.sock", "pipe:stdio", "exec:cat (pid 123)") and, where
+ * there is one, as a sockaddr. Returns the text length, or -1 if @p top is
+ * not a stack or the transport has no peer address yet.
+ */
+STRATA_API int strata_peer_address(struct bufferevent *top, char *buf,
+    size_t len, struct sockaddr *sa, int *salen);
+
+/** Credentials of a unix-socket peer (SO_PEERCRED). 0, or -1 if unknown. */
+STRATA_API int strata_peer_credentials(struct bufferevent *top, int *pid,
+    int *uid, int *gid);
+
+/**
+ * Exit status of an exec: child as waitpid() reports it, -1 while it runs,
+ * -2 if the transport is not exec:.
+ */
+STRATA_API int strata_exit_status(struct bufferevent *top);
+
 /** Library version text. */
 STRATA_API const char *strata_version(void);
 

@@ -1,0 +1,430 @@
+/*
+ * Transports: strata_connect(), strata_listen(), the connection handle the
+ * transport plugins use, and the socket tuning every built-in transport
+ * shares (large reads, large writes, a separate write fd for pipe pairs).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <stddef.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <event2/listener.h>
+
+#include "internal.h"
+
+/* Largest single read and write of a tuned socket. */
+#define IO_MAX (256 * 1024)
+/* Smallest read reservation (FIONREAD may say 0 on EOF or error). */
+#define IO_MIN 4096
+/* Pause after an accept error such as EMFILE. */
+#define ACCEPT_PAUSE_MS 100
+
+/* ---- the fast read path ---- */
+
+static int
+read_some(struct bufferevent *bev, evutil_socket_t fd, ev_ssize_t howmuch)
+{
+	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer_iovec v[2];
+	struct iovec iov[2];
+	int n, avail = 0, i;
+	ssize_t r;
+
+	if (ioctl(fd, FIONREAD, &avail) < 0 || avail < IO_MIN)
+		avail = IO_MIN;
+	if (howmuch > avail)
+		howmuch = avail;
+	n = evbuffer_reserve_space(in, howmuch, v, 2);
+	if (n <= 0)
+		return -1;
+	for (i = 0; i < n; i++) {
+		iov[i].iov_base = v[i].iov_base;
+		iov[i].iov_len = v[i].iov_len;
+	}
+	if (n == 2 && v[0].iov_len >= (size_t)howmuch)
+		n = 1;
+	do
+		r = readv(fd, iov, n);
+	while (r < 0 && errno == EINTR);
+	if (r <= 0) {
+		evbuffer_commit_space(in, v, 0);
+		return (int)r;
+	}
+	for (i = 0; i < n; i++) {
+		size_t take = (size_t)r < v[i].iov_len ? (size_t)r : v[i].iov_len;
+		v[i].iov_len = take;
+		r -= (ssize_t)take;
+	}
+	evbuffer_commit_space(in, v, n);
+	return 1;
+}
+
+/*
+ * Replacement for libevent's socket read callback: libevent reads at most
+ * 4 KiB per call (EVBUFFER_MAX_READ in buffer.c), with an ioctl and a trip
+ * through epoll for each; this reads what is there, up to IO_MAX, and keeps
+ * libevent's semantics (watermarks, rate limits, timeouts, events).
+ */
+static void
+fast_readcb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bufferevent *bev = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	ev_ssize_t howmuch = bufferevent_get_max_to_read(bev);
+	size_t before = evbuffer_get_length(in), low, high;
+	int r, err;
+
+	bufferevent_incref(bev);
+	bufferevent_lock(bev);
+	if (what == EV_TIMEOUT) {
+		bufferevent_disable(bev, EV_READ);
+		bufferevent_trigger_event(bev,
+		    BEV_EVENT_READING | BEV_EVENT_TIMEOUT, 0);
+		goto out;
+	}
+	bufferevent_getwatermark(bev, EV_READ, &low, &high);
+	if (high && (ev_ssize_t)(high - before) < howmuch)
+		howmuch = high > before ? (ev_ssize_t)(high - before) : 0;
+	if (howmuch <= 0)
+		goto out;
+	r = read_some(bev, fd, howmuch);
+	err = errno;
+	if (r < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR))
+		goto out;
+	if (r <= 0) {
+		bufferevent_disable(bev, EV_READ);
+		if (r < 0)
+			EVUTIL_SET_SOCKET_ERROR(err);
+		bufferevent_trigger_event(bev, BEV_EVENT_READING |
+		    (r == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), 0);
+		goto out;
+	}
+	if (bufferevent_get_token_bucket_cfg(bev))
+		bufferevent_decrement_read_limit(bev,
+		    (ev_ssize_t)(evbuffer_get_length(in) - before));
+	strata_transport_read_charged_(bev,
+	    (ev_ssize_t)(evbuffer_get_length(in) - before));
+	bufferevent_trigger(bev, EV_READ, 0);
+out:
+	bufferevent_unlock(bev);
+	bufferevent_decref(bev);
+}
+
+int
+strata_socket_tune(struct bufferevent *bev, evutil_socket_t wfd)
+{
+	struct event_base *base = bufferevent_get_base(bev);
+	evutil_socket_t fd = bufferevent_getfd(bev);
+	struct timeval tv;
+	int pending;
+
+	if (fd < 0)
+		return -1;
+	bufferevent_lock(bev);
+	bufferevent_set_max_single_read(bev, IO_MAX);
+	bufferevent_set_max_single_write(bev, IO_MAX);
+	pending = event_pending(&bev->ev_read, EV_READ, NULL);
+	event_del(&bev->ev_read);
+	event_assign(&bev->ev_read, base, fd, EV_READ | EV_PERSIST |
+	    EV_FINALIZE, fast_readcb, bev);
+	if (pending) {
+		tv = bev->timeout_read;
+		event_add(&bev->ev_read, evutil_timerisset(&tv) ? &tv : NULL);
+	}
+	if (wfd >= 0 && wfd != fd) {
+		event_callback_fn wcb = event_get_callback(&bev->ev_write);
+		pending = event_pending(&bev->ev_write, EV_WRITE, NULL);
+		event_del(&bev->ev_write);
+		event_assign(&bev->ev_write, base, wfd, EV_WRITE | EV_PERSIST |
+		    EV_FINALIZE, wcb, bev);
+		if (pending) {
+			tv = bev->timeout_write;
+			event_add(&bev->ev_write,
+			    evutil_timerisset(&tv) ? &tv : NULL);
+		}
+	}
+	bufferevent_unlock(bev);
+	return 0;
+}
+
+/* ---- connect ---- */
+
+struct bufferevent *
+strata_connect(struct event_base *base, struct evdns_base *dns,
+    const char *stack, int options, struct strata_error *err)
+{
+	const struct strata_transport_type *t;
+	struct strata_spec *spec;
+	struct strata_engine *e = NULL;
+	struct bufferevent *bev = NULL, *top = NULL;
+	struct strata_build b = {.role = STRATA_ROLE_CLIENT,
+	    .own_transport = 1};
+	void *cfg = NULL;
+
+	if (!base) {
+		strata_error_set(err, STRATA_ERR_INVALID, "connect: no base");
+		return NULL;
+	}
+	if (!(spec = strata_spec_parse_(stack, 1, err)))
+		return NULL;
+	if (strata_transport_config_(spec, &t, &cfg, err) < 0)
+		goto out;
+	if (!t->connect) {
+		strata_error_set(err, STRATA_ERR_INVALID,
+		    "%s: this transport cannot connect", t->name);
+		goto out;
+	}
+	if (!(e = strata_engine_alloc_(base, dns, options))) {
+		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	b.tport = t;
+	bev = t->connect(cfg, strata_engine_conn_(e), &b.tstate, err);
+	if (!bev) {
+		strata_error_prefix_(err, t->name);
+		strata_engine_discard_(e);
+		goto out;
+	}
+	if (!(top = strata_engine_build_(e, bev, spec, &b, err))) {
+		if (t->destroy && b.tstate)
+			t->destroy(b.tstate);
+		bufferevent_free(bev);
+	}
+out:
+	if (cfg && t->config_free)
+		t->config_free(cfg);
+	strata_spec_unref_(spec);
+	return top;
+}
+
+/* ---- listen ---- */
+
+struct strata_listener {
+	struct evconnlistener *lev;
+	struct event_base *base;
+	struct strata_spec *spec;
+	const struct strata_transport_type *t;
+	void *cfg;
+	void *lstate;
+	evutil_socket_t fd;
+	int options;
+	strata_accept_fn cb;
+	void *arg;
+	struct event *resume;
+	int warned;
+};
+
+static void
+listener_accept(struct evconnlistener *lev, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	struct strata_listener *l = arg;
+	struct strata_engine *e;
+	struct bufferevent *bev, *top;
+	struct strata_build b = {.role = STRATA_ROLE_SERVER, .connected = 1,
+	    .own_transport = 1, .tport = l->t};
+	struct strata_error err;
+
+	(void)lev;
+	(void)sa;
+	(void)salen;
+	if (!(e = strata_engine_alloc_(l->base, NULL, l->options))) {
+		evutil_closesocket(fd);
+		return;
+	}
+	bev = l->t->accept(l->cfg, fd, strata_engine_conn_(e), &b.tstate,
+	    &err);
+	if (!bev) {
+		strata_warn_("%s: accept: %s", l->t->name, err.message);
+		strata_engine_discard_(e);
+		evutil_closesocket(fd);
+		return;
+	}
+	if (!(top = strata_engine_build_(e, bev, l->spec, &b, &err))) {
+		strata_warn_("accept: %s", err.message);
+		if (l->t->destroy && b.tstate)
+			l->t->destroy(b.tstate);
+		bufferevent_free(bev);
+		return;
+	}
+	l->cb(l, top, l->arg);
+}
+
+static void
+listener_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct strata_listener *l = arg;
+
+	(void)fd;
+	(void)what;
+	evconnlistener_enable(l->lev);
+}
+
+/* EMFILE and friends: pause briefly instead of spinning or dying. */
+static void
+listener_error(struct evconnlistener *lev, void *arg)
+{
+	struct strata_listener *l = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+	struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+
+	if (!l->warned) {
+		l->warned = 1;
+		strata_warn_("%s listener: accept failed: %s; pausing %d ms "
+			     "(logged once)", l->t->name,
+		    evutil_socket_error_to_string(err), ACCEPT_PAUSE_MS);
+	}
+	evconnlistener_disable(lev);
+	evtimer_add(l->resume, &tv);
+}
+
+struct strata_listener *
+strata_listen(struct event_base *base, const char *stack, int options,
+    strata_accept_fn cb, void *arg, struct strata_error *err)
+{
+	struct strata_listener *l = calloc(1, sizeof(*l));
+	unsigned lopts = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
+
+	if (!l || !base || !cb) {
+		free(l);
+		strata_error_set(err, l ? STRATA_ERR_INVALID : STRATA_ERR_NOMEM,
+		    "listen: %s", l ? "needs a base and a callback"
+				    : "out of memory");
+		return NULL;
+	}
+	l->fd = -1;
+	l->base = base;
+	l->options = options;
+	l->cb = cb;
+	l->arg = arg;
+	if (!(l->spec = strata_spec_parse_(stack, 1, err)) ||
+	    strata_transport_config_(l->spec, &l->t, &l->cfg, err) < 0)
+		goto fail;
+	if (!l->t->listen || !l->t->accept) {
+		strata_error_set(err, STRATA_ERR_INVALID,
+		    "%s: this transport cannot listen", l->t->name);
+		goto fail;
+	}
+	if ((l->fd = l->t->listen(l->cfg, &l->lstate, err)) < 0) {
+		strata_error_prefix_(err, l->t->name);
+		goto fail;
+	}
+	if (options & BEV_OPT_THREADSAFE)
+		lopts |= LEV_OPT_THREADSAFE;
+	l->resume = evtimer_new(base, listener_resume, l);
+	l->lev = l->resume ? evconnlistener_new(base, listener_accept, l,
+	    lopts, -1, l->fd) : NULL;
+	if (!l->lev) {
+		strata_error_set(err, STRATA_ERR_NOMEM,
+		    "%s: cannot create the listener", l->t->name);
+		goto fail;
+	}
+	evconnlistener_set_error_cb(l->lev, listener_error);
+	return l;
+fail:
+	strata_listener_free(l);
+	return NULL;
+}
+
+void
+strata_listener_free(struct strata_listener *l)
+{
+	if (!l)
+		return;
+	if (l->t && l->t->unlisten && l->fd >= 0)
+		l->t->unlisten(l->lstate);
+	if (l->lev)
+		evconnlistener_free(l->lev); /* closes the fd */
+	else if (l->fd >= 0)
+		evutil_closesocket(l->fd);
+	if (l->resume)
+		event_free(l->resume);
+	if (l->t && l->t->config_free && l->cfg)
+		l->t->config_free(l->cfg);
+	strata_spec_unref_(l->spec);
+	free(l);
+}
+
+/* ---- addresses ---- */
+
+int
+strata_format_sockaddr_(const struct sockaddr *sa, socklen_t len, char *buf,
+    size_t buflen)
+{
+	char host[INET6_ADDRSTRLEN];
+	const struct sockaddr_un *un = (const void *)sa;
+	size_t plen;
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)sa;
+		evutil_inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		return snprintf(buf, buflen, "%s:%u", host,
+		    (unsigned)ntohs(in->sin_port));
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)sa;
+		evutil_inet_ntop(AF_INET6, &in6->sin6_addr, host,
+		    sizeof(host));
+		return snprintf(buf, buflen, "[%s]:%u", host,
+		    (unsigned)ntohs(in6->sin6_port));
+	}
+	if (sa->sa_family != AF_UNIX)
+		return snprintf(buf, buflen, "family %d", sa->sa_family);
+	plen = len > offsetof(struct sockaddr_un, sun_path)
+	    ? len - offsetof(struct sockaddr_un, sun_path) : 0;
+	if (!plen)
+		return snprintf(buf, buflen, "unix:(unnamed)");
+	if (un->sun_path[0] == 0)
+		return snprintf(buf, buflen, "unix:@%.*s", (int)plen - 1,
+		    un->sun_path + 1);
+	return snprintf(buf, buflen, "unix:%.*s",
+	    (int)strnlen(un->sun_path, plen), un->sun_path);
+}
+
+int
+strata_listener_address(struct strata_listener *l, char *buf, size_t len,
+    struct sockaddr *sa, int *salen)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	if (!l || getsockname(l->fd, (struct sockaddr *)&ss, &sl) < 0)
+		return -1;
+	if (sa && salen) {
+		if ((socklen_t)*salen < sl)
+			return -1;
+		memcpy(sa, &ss, sl);
+		*salen = (int)sl;
+	}
+	return strata_format_sockaddr_((struct sockaddr *)&ss, sl, buf, len);
+}
+
+int
+strata_listener_port(struct strata_listener *l)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	if (!l || getsockname(l->fd, (struct sockaddr *)&ss, &sl) < 0)
+		return -1;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return -1;
+}
