@@ -159,16 +159,15 @@ parse_quoted(struct parser *p)
 	return out;
 }
 
-/* A bare value: up to ',' or ')', trailing blanks trimmed. */
+/* A bare value: up to ',', ')' or '|', trailing blanks trimmed; quote a
+ * value that needs those. */
 static char *
 parse_bare(struct parser *p)
 {
 	size_t start = p->pos, end;
 	char *out;
 
-	while (p->s[p->pos] && p->s[p->pos] != ',' && p->s[p->pos] != ')' &&
-	    p->s[p->pos] != '(' && p->s[p->pos] != '"' &&
-	    p->s[p->pos] != '\'')
+	while (p->s[p->pos] && !strchr(",()|\"'", p->s[p->pos]))
 		p->pos++;
 	end = p->pos;
 	while (end > start && is_ws(p->s[end - 1]))
@@ -330,6 +329,11 @@ parse_filter(struct parser *p, struct strata_spec_filter *f)
 		return fail(p, npos, STRATA_ERR_SYNTAX,
 		    "expected a filter name");
 	t = strata_find_filter_n_(p->s + npos, p->pos - npos);
+	if (!t && p->s[p->pos] == ':' &&
+	    strata_find_transport_n_(p->s + npos, p->pos - npos))
+		return fail(p, npos, STRATA_ERR_SYNTAX,
+		    "a transport is not allowed here (expected a filter "
+		    "list)");
 	if (!t) {
 		list_known_filters(known, sizeof(known));
 		strata_error_set(p->err, STRATA_ERR_UNKNOWN,

@@ -36,19 +36,34 @@
 
 /* ---- the fast read path ---- */
 
+static int read_into(struct evbuffer *in, evutil_socket_t fd,
+    ev_ssize_t howmuch);
+
 static int
 read_some(struct bufferevent *bev, evutil_socket_t fd, ev_ssize_t howmuch)
 {
 	struct evbuffer *in = bufferevent_get_input(bev);
-	struct evbuffer_iovec v[2];
-	struct iovec iov[2];
-	int n, avail = 0, i;
-	ssize_t r;
+	int n, avail = 0;
 
 	if (ioctl(fd, FIONREAD, &avail) < 0 || avail < IO_MIN)
 		avail = IO_MIN;
 	if (howmuch > avail)
 		howmuch = avail;
+	/* a socket bufferevent keeps its input's end frozen outside reads */
+	evbuffer_unfreeze(in, 0);
+	n = read_into(in, fd, howmuch);
+	evbuffer_freeze(in, 0);
+	return n;
+}
+
+static int
+read_into(struct evbuffer *in, evutil_socket_t fd, ev_ssize_t howmuch)
+{
+	struct evbuffer_iovec v[2];
+	struct iovec iov[2];
+	int n, i;
+	ssize_t r;
+
 	n = evbuffer_reserve_space(in, howmuch, v, 2);
 	if (n <= 0)
 		return -1;

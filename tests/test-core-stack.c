@@ -597,8 +597,9 @@ static const struct bad syntax_cases[] = {
 	{"lines(", 0, STRATA_ERR_SYNTAX, 6, "expected an option name", NULL},
 	{"lines(max=10", 0, STRATA_ERR_SYNTAX, 12, "expected ',' or ')'",
 	    "end of string"},
-	{"lines(max=10 | rot13", 0, STRATA_ERR_SYNTAX, 20,
-	    "expected ',' or ')'", NULL},
+	/* a bare value ends at '|', so the missing ')' is found there */
+	{"lines(max=10 | rot13", 0, STRATA_ERR_SYNTAX, 13,
+	    "expected ',' or ')'", "near '| rot13'"},
 	{"lines(max=10, ", 0, STRATA_ERR_SYNTAX, 14, "expected an option name",
 	    NULL},
 	{"lines(max=10,)", 0, STRATA_ERR_SYNTAX, 13, "expected an option name",
@@ -635,8 +636,8 @@ static const struct bad syntax_cases[] = {
 	{"lines(\x1b=1)", 0, STRATA_ERR_SYNTAX, 6, "expected an option name",
 	    NULL},
 	/* a transport where only filters are allowed */
-	{"tcp://h:1 | rot13", 0, STRATA_ERR_UNKNOWN, 0, "unknown filter 'tcp'",
-	    NULL},
+	{"tcp://h:1 | rot13", 0, STRATA_ERR_SYNTAX, 0,
+	    "a transport is not allowed here", NULL},
 	/* with a transport prefix */
 	{"", 1, STRATA_ERR_SYNTAX, 0, "expected a transport", NULL},
 	{"  | rot13", 1, STRATA_ERR_SYNTAX, 2, "expected a transport", NULL},
