@@ -32,6 +32,13 @@
 
 #include "internal.h"
 
+/* libevent-internal, exported (bufferevent-internal.h, EVENT2_EXPORT_SYMBOL).
+ * With @p lock NULL a filter takes its underlying's lock, or makes a new
+ * one and gives it to the underlying too. */
+int bufferevent_enable_locking_(struct bufferevent *bufev, void *lock);
+void bufferevent_unsuspend_read_(struct bufferevent *bufev, ev_uint16_t what);
+#define STRATA_BEV_SUSPEND_FILT_READ 0x10 /* bufferevent-internal.h:76 */
+
 /* Bound of each intermediate buffer between two layers. */
 #define LAYER_CAP (256 * 1024)
 /* Read and write high watermarks put on the transport (trap 8, 9). */
@@ -102,6 +109,7 @@ struct strata_engine {
 	unsigned below_dirty : 1;
 	unsigned peer_eof : 1;
 	unsigned own_transport : 1;
+	unsigned rd_parked : 1;	  /* transport EV_READ off: input full */
 };
 
 static const struct timeval hook_now = {0, 1};
@@ -543,6 +551,28 @@ fail:;
 		close_finish(e, 1);
 }
 
+/*
+ * libevent >= 2.1.9 re-runs a bufferevent's read callback, deferred, for as
+ * long as its input is at or above its read high watermark and EV_READ is
+ * enabled (bufferevent.c:121-131, called at :168, :209, :252; #891). The
+ * transport reads exactly up to TRANSPORT_RD_HIGH when the layers above
+ * are full, which made the loop spin at 100% CPU. Turn the transport's
+ * reading off while its input is full, on again once there is room.
+ */
+static void
+transport_read_update(struct strata_engine *e)
+{
+	size_t len = evbuffer_get_length(bufferevent_get_input(e->transport));
+
+	if (!e->rd_parked && len >= TRANSPORT_RD_HIGH) {
+		e->rd_parked = 1;
+		bufferevent_disable(e->transport, EV_READ);
+	} else if (e->rd_parked && len < TRANSPORT_RD_HIGH) {
+		e->rd_parked = 0;
+		bufferevent_enable(e->transport, EV_READ);
+	}
+}
+
 /* ---- the two bufferevent_filter_cb functions of the top ---- */
 
 static ev_ssize_t
@@ -573,6 +603,7 @@ engine_input(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
 	    mode != BEV_NORMAL);
 	if (r >= 0)
 		flush_side_writes(e);
+	transport_read_update(e);
 	hooks_update(e);
 	if (r < 0 || e->failed) {
 		fail_after_data(e, evbuffer_get_length(dst) > before);
@@ -642,6 +673,7 @@ rerun_input(struct strata_engine *e)
 		return;
 	}
 	flush_side_writes(e);
+	transport_read_update(e);
 	hooks_update(e);
 	if (evbuffer_get_length(in) > before)
 		bufferevent_trigger(top, EV_READ, 0);
@@ -743,6 +775,8 @@ wrap_r(struct bufferevent *t, void *arg)
 		return;
 	}
 	e->orig_r(t, e->orig_arg);
+	/* Also when the top's reading is off and engine_input never ran. */
+	transport_read_update(e);
 }
 
 static void
@@ -812,7 +846,8 @@ on_timeout(struct strata_engine *e, short what)
 		/* Disable on the top, keep the transport armed: the user's
 		 * bufferevent_enable(top, EV_READ) then resumes it. */
 		bufferevent_disable(e->top, EV_READ);
-		bufferevent_enable(e->transport, EV_READ);
+		if (!e->rd_parked)
+			bufferevent_enable(e->transport, EV_READ);
 	}
 	if (what & BEV_EVENT_WRITING) {
 		bufferevent_disable(e->top, EV_WRITE);
@@ -904,6 +939,16 @@ engine_free(void *arg)
 	if (e->conn.own_dns && e->conn.dns)
 		evdns_base_free(e->conn.dns, 0);
 	bufferevent_setcb(e->transport, NULL, NULL, NULL, NULL);
+	/* bufferevent_filter_new suspended the transport's reading
+	 * (bufferevent_filter.c:223); the close-on-free unlink we always
+	 * use does not lift it (:234-245), so a transport handed back to
+	 * its caller could never read again. */
+	if (!e->own_transport) {
+		bufferevent_unsuspend_read_(e->transport,
+		    STRATA_BEV_SUSPEND_FILT_READ);
+		if (e->rd_parked)
+			bufferevent_enable(e->transport, EV_READ);
+	}
 	if (e->fill_cb)
 		evbuffer_remove_cb_entry(bufferevent_get_output(e->top),
 		    e->fill_cb);
@@ -1065,8 +1110,11 @@ strata_engine_discard_(struct strata_engine *e)
 static int
 top_options(int options)
 {
-	return (options & ~STRATA_OPT_SERVER) | BEV_OPT_CLOSE_ON_FREE;
+	/* THREADSAFE is applied after bufferevent_filter_new, see below. */
+	return (options & ~(STRATA_OPT_SERVER | BEV_OPT_THREADSAFE)) |
+	    BEV_OPT_CLOSE_ON_FREE;
 }
+
 
 struct bufferevent *
 strata_engine_build_(struct strata_engine *e, struct bufferevent *transport,
@@ -1091,6 +1139,18 @@ strata_engine_build_(struct strata_engine *e, struct bufferevent *transport,
 		strata_error_set(err, STRATA_ERR_NOMEM,
 		    "bufferevent_filter_new failed");
 		strata_engine_discard_(e);
+		return NULL;
+	}
+	/* bufferevent_filter_new(THREADSAFE) locks the filter before it sets
+	 * the underlying (bufferevent_filter.c:197-201), so the top would
+	 * get a lock of its own: a writer thread (top lock, then the
+	 * transport's buffers) and the loop (transport lock in its
+	 * callbacks, then the top's) deadlock. Share one lock. */
+	if ((e->conn.options & BEV_OPT_THREADSAFE) &&
+	    bufferevent_enable_locking_(top, NULL) < 0) {
+		strata_error_set(err, STRATA_ERR_NOMEM,
+		    "could not enable locking");
+		bufferevent_free(top); /* engine_free frees e */
 		return NULL;
 	}
 	/* Interpose before the loop can run a transport callback: the top
