@@ -90,6 +90,10 @@ struct bufferevent *strata_engine_build_(struct strata_engine *e,
 int strata_format_sockaddr_(const struct sockaddr *sa, socklen_t len,
     char *buf, size_t buflen);
 
+/** Hand an address out: copy it to @p sa (if room) and format it. */
+int strata_sockaddr_out_(const struct sockaddr *ss, socklen_t sl, char *buf,
+    size_t len, struct sockaddr *sa, int *salen);
+
 /**
  * Resolve the transport part of a parsed stack string: find the type by
  * scheme, parse "(options)" after the address, and run its config().

@@ -303,16 +303,25 @@ check_keys(struct parser *p, const char *owner,
 	return 0;
 }
 
+/* "a, b, c": the names of registered types (both start with a name). */
+static void
+list_names(const void *const *types, size_t n, char *buf, size_t len)
+{
+	size_t i, off = 0;
+
+	buf[0] = 0;
+	for (i = 0; i < n && off < len; i++)
+		off += (size_t)snprintf(buf + off, len - off, "%s%s",
+		    i ? ", " : "", *(const char *const *)types[i]);
+}
+
 static void
 list_known_filters(char *buf, size_t len)
 {
 	const struct strata_filter_type *t[80];
-	size_t n = strata_list_filters(t, 80), i, off = 0;
+	size_t n = strata_list_filters(t, 80);
 
-	buf[0] = 0;
-	for (i = 0; i < n && i < 80 && off < len; i++)
-		off += (size_t)snprintf(buf + off, len - off, "%s%s",
-		    i ? ", " : "", t[i]->name);
+	list_names((const void *const *)t, n < 80 ? n : 80, buf, len);
 }
 
 static int
@@ -496,12 +505,9 @@ static void
 list_known_transports(char *buf, size_t len)
 {
 	const struct strata_transport_type *t[80];
-	size_t n = strata_list_transports(t, 80), i, off = 0;
+	size_t n = strata_list_transports(t, 80);
 
-	buf[0] = 0;
-	for (i = 0; i < n && i < 80 && off < len; i++)
-		off += (size_t)snprintf(buf + off, len - off, "%s%s",
-		    i ? ", " : "", t[i]->name);
+	list_names((const void *const *)t, n < 80 ? n : 80, buf, len);
 }
 
 /* "(key=value, ...)" at the end of the address, for types with options. */

@@ -412,6 +412,19 @@ strata_format_sockaddr_(const struct sockaddr *sa, socklen_t len, char *buf,
 }
 
 int
+strata_sockaddr_out_(const struct sockaddr *ss, socklen_t sl, char *buf,
+    size_t len, struct sockaddr *sa, int *salen)
+{
+	if (sa && salen) {
+		if ((socklen_t)*salen < sl)
+			return -1;
+		memcpy(sa, ss, sl);
+		*salen = (int)sl;
+	}
+	return strata_format_sockaddr_(ss, sl, buf, len);
+}
+
+int
 strata_listener_address(struct strata_listener *l, char *buf, size_t len,
     struct sockaddr *sa, int *salen)
 {
@@ -420,13 +433,8 @@ strata_listener_address(struct strata_listener *l, char *buf, size_t len,
 
 	if (!l || getsockname(l->fd, (struct sockaddr *)&ss, &sl) < 0)
 		return -1;
-	if (sa && salen) {
-		if ((socklen_t)*salen < sl)
-			return -1;
-		memcpy(sa, &ss, sl);
-		*salen = (int)sl;
-	}
-	return strata_format_sockaddr_((struct sockaddr *)&ss, sl, buf, len);
+	return strata_sockaddr_out_((struct sockaddr *)&ss, sl, buf, len, sa,
+	    salen);
 }
 
 int

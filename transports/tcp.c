@@ -473,14 +473,8 @@ tcp_peer(void *state, char *buf, size_t len, struct sockaddr *sa,
 
 	if (!st->peerlen || st->connecting)
 		return -1;
-	if (sa && salen) {
-		if ((socklen_t)*salen < st->peerlen)
-			return -1;
-		memcpy(sa, &st->peer, st->peerlen);
-		*salen = (int)st->peerlen;
-	}
-	return strata_format_sockaddr_((struct sockaddr *)&st->peer,
-	    st->peerlen, buf, len);
+	return strata_sockaddr_out_((struct sockaddr *)&st->peer, st->peerlen,
+	    buf, len, sa, salen);
 }
 
 static void

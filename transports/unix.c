@@ -324,14 +324,8 @@ unix_peer(void *state, char *buf, size_t len, struct sockaddr *sa,
 {
 	struct unix_state *st = state;
 
-	if (sa && salen) {
-		if ((socklen_t)*salen < st->peerlen)
-			return -1;
-		memcpy(sa, &st->peer, st->peerlen);
-		*salen = (int)st->peerlen;
-	}
-	return strata_format_sockaddr_((struct sockaddr *)&st->peer,
-	    st->peerlen, buf, len);
+	return strata_sockaddr_out_((struct sockaddr *)&st->peer, st->peerlen,
+	    buf, len, sa, salen);
 }
 
 static void
