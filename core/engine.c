@@ -45,6 +45,8 @@ void bufferevent_unsuspend_read_(struct bufferevent *bufev, ev_uint16_t what);
 #define TRANSPORT_RD_HIGH (256 * 1024)
 #define TRANSPORT_WR_HIGH (256 * 1024)
 #define TRANSPORT_WR_LOW (64 * 1024)
+/* How far a layer's room may grow to end on a chain boundary. */
+#define CHAIN_SLACK (64 * 1024)
 
 struct strata_layer {
 	const struct strata_filter_type *type;
@@ -90,8 +92,11 @@ struct strata_engine {
 	struct strata_layer **layers; /* each allocated alone: plugins keep
 					 their layer pointer across pushes */
 	size_t n;
-	struct evbuffer_cb_entry *fill_cb, *tin_cb, *tout_cb;
+	/* the four buffers at the ends, cached (they never change) */
+	struct evbuffer *t_in, *t_out, *top_in, *top_out;
+	struct evbuffer_cb_entry *fill_cb, *tout_cb;
 	uint64_t wire_in, wire_out;
+	size_t t_in_seen;	  /* transport input left after the engine ran */
 	char *error;		  /* "<layer>: <cause>", set once */
 	struct strata_error *err_detail;
 	struct close_state *closing;
@@ -116,6 +121,7 @@ static const struct timeval hook_now = {0, 1};
 
 static void wrap_r(struct bufferevent *t, void *arg);
 static void close_finish(struct strata_engine *e, int delivered);
+static void send_connected(struct strata_engine *e);
 
 /* ---- finding the engine of a top ---- */
 
@@ -153,26 +159,26 @@ strata_transport(struct bufferevent *top)
 static struct evbuffer *
 in_src(struct strata_engine *e, size_t i)
 {
-	return i ? e->layers[i - 1]->up : bufferevent_get_input(e->transport);
+	return i ? e->layers[i - 1]->up : e->t_in;
 }
 
 static struct evbuffer *
 in_dst(struct strata_engine *e, size_t i)
 {
-	return i + 1 < e->n ? e->layers[i]->up : bufferevent_get_input(e->top);
+	return i + 1 < e->n ? e->layers[i]->up : e->top_in;
 }
 
 static struct evbuffer *
 out_src(struct strata_engine *e, size_t i)
 {
 	return i + 1 < e->n ? e->layers[i + 1]->down
-			    : bufferevent_get_output(e->top);
+			    : e->top_out;
 }
 
 static struct evbuffer *
 out_dst(struct strata_engine *e, size_t i)
 {
-	return i ? e->layers[i]->down : bufferevent_get_output(e->transport);
+	return i ? e->layers[i]->down : e->t_out;
 }
 
 static int
@@ -180,7 +186,7 @@ input_held(struct strata_engine *e)
 {
 	size_t i;
 
-	if (evbuffer_get_length(bufferevent_get_input(e->transport)))
+	if (evbuffer_get_length(e->t_in))
 		return 1;
 	for (i = 0; i + 1 < e->n; i++)
 		if (evbuffer_get_length(e->layers[i]->up))
@@ -398,7 +404,39 @@ move_plain(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim)
 	return 1;
 }
 
+/*
+ * Round a layer's room up to the end of the source chain that holds its
+ * last byte: a filter that moves chains (evbuffer_remove_buffer) then
+ * never splits one, which would copy it. The overshoot is at most
+ * CHAIN_SLACK: a bigger chain (one large write) is split as before.
+ */
+static ev_ssize_t
+room_to_chain_end(struct evbuffer *src, ev_ssize_t room)
+{
+	struct evbuffer_ptr p;
+	struct evbuffer_iovec v;
+
+	if (room <= 0 || (size_t)room >= evbuffer_get_length(src) ||
+	    evbuffer_ptr_set(src, &p, (size_t)room - 1, EVBUFFER_PTR_SET) < 0 ||
+	    evbuffer_peek(src, 1, &p, &v, 1) < 1 ||
+	    v.iov_len - 1 > CHAIN_SLACK)
+		return room;
+	return room - 1 + (ev_ssize_t)v.iov_len;
+}
+
 /* ---- the input chain ---- */
+
+/* Wire bytes in: what the transport added since the engine last ran. */
+static void
+count_wire_in(struct strata_engine *e)
+{
+	size_t len = evbuffer_get_length(e->t_in);
+
+	if (len > e->t_in_seen)
+		e->wire_in += len - e->t_in_seen;
+	e->t_in_seen = len;
+}
+
 
 /*
  * Run the input side bottom-up until nothing moves. @p lim bounds what the
@@ -407,19 +445,19 @@ move_plain(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim)
  * once, after everything below it was processed.
  */
 static int
-run_input(struct strata_engine *e, ev_ssize_t lim,
+run_input_chain(struct strata_engine *e, ev_ssize_t lim,
     enum bufferevent_flush_mode mode, int full)
 {
-	struct evbuffer *top_in = bufferevent_get_input(e->top);
+	struct evbuffer *top_in = e->top_in;
 	size_t top0 = evbuffer_get_length(top_in);
-	int moved = 0, progress;
+	int moved = 0, progress, again;
 	size_t i;
 
 	if (!e->n)
-		return move_plain(bufferevent_get_input(e->transport), top_in,
+		return move_plain(e->t_in, top_in,
 		    mode == BEV_NORMAL ? lim : -1);
 	do {
-		progress = 0;
+		progress = again = 0;
 		for (i = 0; i < e->n; i++) {
 			struct strata_layer *l = e->layers[i];
 			struct evbuffer *src = in_src(e, i), *dst = in_dst(e, i);
@@ -437,7 +475,8 @@ run_input(struct strata_engine *e, ev_ssize_t lim,
 				room = lim < 0 ? -1 : room_in(top_in,
 				    (ev_ssize_t)top0 + lim);
 			else
-				room = room_in(dst, LAYER_CAP);
+				room = room_to_chain_end(src,
+				    room_in(dst, LAYER_CAP));
 			if (!room)
 				continue;
 			r = layer_call(e, l, 0, src, dst, room, mode);
@@ -446,11 +485,27 @@ run_input(struct strata_engine *e, ev_ssize_t lim,
 			if (mode == BEV_FINISHED)
 				l->in_finished = 1;
 			progress |= r;
+			/* stopped by a full buffer the layers above may
+			 * drain in this pass: worth another pass */
+			again |= room >= 0 && i + 1 < e->n &&
+			    evbuffer_get_length(src);
 		}
 		moved |= progress;
 		full = 0;
-	} while (progress && mode == BEV_NORMAL);
+	} while (progress && again && mode == BEV_NORMAL);
 	return moved;
+}
+
+static int
+run_input(struct strata_engine *e, ev_ssize_t lim,
+    enum bufferevent_flush_mode mode, int full)
+{
+	int r;
+
+	count_wire_in(e);
+	r = run_input_chain(e, lim, mode, full);
+	e->t_in_seen = evbuffer_get_length(e->t_in);
+	return r;
 }
 
 /* ---- the output chain ---- */
@@ -458,7 +513,7 @@ run_input(struct strata_engine *e, ev_ssize_t lim,
 static ev_ssize_t
 transport_room(struct strata_engine *e)
 {
-	return room_in(bufferevent_get_output(e->transport),
+	return room_in(e->t_out,
 	    TRANSPORT_WR_HIGH);
 }
 
@@ -471,15 +526,15 @@ static int
 run_output(struct strata_engine *e, ev_ssize_t lim,
     enum bufferevent_flush_mode mode, int take_top)
 {
-	int moved = 0, progress;
+	int moved = 0, progress, again;
 	size_t i;
 
 	if (!e->n)
-		return take_top ? move_plain(bufferevent_get_output(e->top),
-		    bufferevent_get_output(e->transport),
+		return take_top ? move_plain(e->top_out,
+		    e->t_out,
 		    mode == BEV_NORMAL && lim >= 0 ? transport_room(e) : -1) : 0;
 	do {
-		progress = 0;
+		progress = again = 0;
 		e->below_dirty = 0;
 		for (i = e->n; i-- > 0;) {
 			struct strata_layer *l = e->layers[i];
@@ -494,20 +549,23 @@ run_output(struct strata_engine *e, ev_ssize_t lim,
 			if (mode != BEV_NORMAL)
 				room = -1;
 			else if (i == 0)
-				room = lim < 0 ? -1 : transport_room(e);
+				room = lim < 0 ? -1 : room_to_chain_end(src,
+				    transport_room(e));
 			else
-				room = room_in(dst, LAYER_CAP);
+				room = room_to_chain_end(src,
+				    room_in(dst, LAYER_CAP));
 			if (!room)
 				continue;
 			r = layer_call(e, l, 1, src, dst, room, mode);
 			if (r < 0)
 				return -1;
 			progress |= r;
+			again |= room >= 0 && i > 0 && evbuffer_get_length(src);
 		}
 		moved |= progress;
 		if (mode != BEV_NORMAL)
 			break;
-	} while (progress);
+	} while (progress && (again || e->below_dirty));
 	return moved;
 }
 
@@ -528,9 +586,9 @@ maybe_shutdown(struct strata_engine *e)
 	evutil_socket_t fd;
 
 	if (!e->out_finished || e->shut_wr || e->failed ||
-	    evbuffer_get_length(bufferevent_get_output(e->transport)) ||
+	    evbuffer_get_length(e->t_out) ||
 	    output_held_below(e) ||
-	    evbuffer_get_length(bufferevent_get_output(e->top)))
+	    evbuffer_get_length(e->top_out))
 		return;
 	e->shut_wr = 1;
 	fd = bufferevent_getfd(e->transport);
@@ -562,7 +620,7 @@ fail:;
 static void
 transport_read_update(struct strata_engine *e)
 {
-	size_t len = evbuffer_get_length(bufferevent_get_input(e->transport));
+	size_t len = evbuffer_get_length(e->t_in);
 
 	if (!e->rd_parked && len >= TRANSPORT_RD_HIGH) {
 		e->rd_parked = 1;
@@ -714,8 +772,10 @@ hook_read(evutil_socket_t fd, short what, void *arg)
 
 	bufferevent_incref(top);
 	bufferevent_lock(top);
-	if ((e = engine_of(top)) != NULL)
+	if ((e = engine_of(top)) != NULL) {
+		send_connected(e); /* a stack built connected: see build */
 		rerun_input(e);
+	}
 	bufferevent_unlock(top);
 	bufferevent_decref(top);
 }
@@ -747,13 +807,6 @@ top_output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
 }
 
 static void
-wire_in_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
-    void *arg)
-{
-	((struct strata_engine *)arg)->wire_in += info->n_added;
-}
-
-static void
 wire_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
     void *arg)
 {
@@ -770,8 +823,9 @@ wrap_r(struct bufferevent *t, void *arg)
 	if (e->failed)
 		return;
 	if (e->closing) {
-		struct evbuffer *in = bufferevent_get_input(t);
-		evbuffer_drain(in, evbuffer_get_length(in));
+		count_wire_in(e);
+		evbuffer_drain(e->t_in, evbuffer_get_length(e->t_in));
+		e->t_in_seen = 0;
 		return;
 	}
 	e->orig_r(t, e->orig_arg);
@@ -812,7 +866,7 @@ send_connected(struct strata_engine *e)
 static void
 on_eof(struct strata_engine *e, short what)
 {
-	struct evbuffer *in = bufferevent_get_input(e->top);
+	struct evbuffer *in = e->top_in;
 	size_t before = evbuffer_get_length(in);
 	int r;
 
@@ -862,7 +916,7 @@ on_error(struct strata_engine *e, short what)
 {
 	int err = EVUTIL_SOCKET_ERROR();
 	char msg[STRATA_ERROR_MAX];
-	struct evbuffer *in = bufferevent_get_input(e->top);
+	struct evbuffer *in = e->top_in;
 	size_t before = evbuffer_get_length(in);
 
 	if (e->closing) {
@@ -928,6 +982,18 @@ layer_release(struct strata_layer *l)
 	free(l);
 }
 
+void
+strata_conn_dns_abandon_(struct strata_conn *c,
+    struct evdns_getaddrinfo_request *req)
+{
+	/* A private resolver is freed with the stack (engine_free), failing
+	 * its lookups with DNS_ERR_SHUTDOWN, whose callbacks do not read it.
+	 * A cancel instead leaves a deferred callback that reads the resolver
+	 * (evdns.c:4490) after it was freed. */
+	if (!c->own_dns)
+		evdns_getaddrinfo_cancel(req);
+}
+
 static void
 engine_free(void *arg)
 {
@@ -937,7 +1003,7 @@ engine_free(void *arg)
 	if (e->tport && e->tport->destroy && e->tstate)
 		e->tport->destroy(e->tstate);
 	if (e->conn.own_dns && e->conn.dns)
-		evdns_base_free(e->conn.dns, 0);
+		evdns_base_free(e->conn.dns, 1);
 	bufferevent_setcb(e->transport, NULL, NULL, NULL, NULL);
 	/* bufferevent_filter_new suspended the transport's reading
 	 * (bufferevent_filter.c:223); the close-on-free unlink we always
@@ -950,13 +1016,10 @@ engine_free(void *arg)
 			bufferevent_enable(e->transport, EV_READ);
 	}
 	if (e->fill_cb)
-		evbuffer_remove_cb_entry(bufferevent_get_output(e->top),
+		evbuffer_remove_cb_entry(e->top_out,
 		    e->fill_cb);
-	if (e->tin_cb)
-		evbuffer_remove_cb_entry(bufferevent_get_input(e->transport),
-		    e->tin_cb);
 	if (e->tout_cb)
-		evbuffer_remove_cb_entry(bufferevent_get_output(e->transport),
+		evbuffer_remove_cb_entry(e->t_out,
 		    e->tout_cb);
 	for (i = 0; i < e->n; i++)
 		layer_release(e->layers[i]);
@@ -1053,7 +1116,6 @@ transport_setup(struct strata_engine *e)
 	bufferevent_setwatermark(t, EV_READ, 0, TRANSPORT_RD_HIGH);
 	bufferevent_setwatermark(t, EV_WRITE, TRANSPORT_WR_LOW,
 	    TRANSPORT_WR_HIGH);
-	e->tin_cb = evbuffer_add_cb(bufferevent_get_input(t), wire_in_cb, e);
 	e->tout_cb = evbuffer_add_cb(bufferevent_get_output(t), wire_out_cb, e);
 }
 
@@ -1128,6 +1190,8 @@ strata_engine_build_(struct strata_engine *e, struct bufferevent *transport,
 	e->role = b->role;
 	e->tport = b->tport;
 	e->own_transport = !!b->own_transport;
+	e->t_in = bufferevent_get_input(transport);
+	e->t_out = bufferevent_get_output(transport);
 	if (layers_add(e, spec, err) < 0) {
 		strata_engine_discard_(e);
 		return NULL;
@@ -1158,6 +1222,8 @@ strata_engine_build_(struct strata_engine *e, struct bufferevent *transport,
 	bufferevent_lock(top);
 	e->top = top;
 	e->tstate = b->tstate;
+	e->top_in = bufferevent_get_input(top);
+	e->top_out = bufferevent_get_output(top);
 	/* The top frees its transport on unlink; a caller that keeps the
 	 * transport holds a reference, so it is handed back alive with
 	 * strata's callbacks gone at once. */
@@ -1176,7 +1242,13 @@ strata_engine_build_(struct strata_engine *e, struct bufferevent *transport,
 	if (b->connected) {
 		e->connected = 1;
 		start_layers(e);
-		send_connected(e);
+		if (b->announce)
+			/* From the loop (hook_read): libevent drops an event
+			 * raised while the top has no event callback, and the
+			 * accept callback sets one only after we return. */
+			event_active(&top->ev_read, EV_TIMEOUT, 1);
+		else
+			send_connected(e);
 	}
 	bufferevent_unlock(top);
 	return top;
@@ -1188,8 +1260,8 @@ static int
 push_live(struct strata_engine *e, struct strata_spec *spec,
     struct strata_error *err)
 {
-	struct evbuffer *tin = bufferevent_get_input(e->top);
-	struct evbuffer *tout = bufferevent_get_output(e->top);
+	struct evbuffer *tin = e->top_in;
+	struct evbuffer *tout = e->top_out;
 	size_t old = e->n, i;
 	struct evbuffer *up;
 
@@ -1555,6 +1627,7 @@ strata_stats(struct bufferevent *top, struct strata_layer_stats *out,
 	if (!e)
 		return -1;
 	bufferevent_lock(top);
+	count_wire_in(e);
 	if (n > 0) {
 		memset(&out[0], 0, sizeof(out[0]));
 		out[0].name = transport_name(e);

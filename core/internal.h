@@ -62,6 +62,7 @@ struct strata_engine;
 struct strata_build {
 	enum strata_role role;
 	int connected;	   /* the transport is connected: start the layers */
+	int announce;	   /* and raise BEV_EVENT_CONNECTED from the loop */
 	int own_transport; /* free the transport with the top */
 	const struct strata_transport_type *tport; /* NULL for strata_push */
 	void *tstate;	   /* the transport's per-connection state */
@@ -84,6 +85,16 @@ void strata_engine_discard_(struct strata_engine *e);
 struct bufferevent *strata_engine_build_(struct strata_engine *e,
     struct bufferevent *transport, struct strata_spec *spec,
     const struct strata_build *b, struct strata_error *err);
+
+/**
+ * A transport no longer wants the lookup @p req it started on
+ * strata_conn_dns(@p c). Its callback still runs once, later (with
+ * EVUTIL_EAI_CANCEL or an error), and must then only free what its
+ * argument holds: the transport's state may be gone.
+ */
+struct evdns_getaddrinfo_request;
+void strata_conn_dns_abandon_(struct strata_conn *c,
+    struct evdns_getaddrinfo_request *req);
 
 /** Format a socket address: "1.2.3.4:80", "[::1]:80", "unix:/p",
  * "unix:@name". snprintf rules. */

@@ -252,7 +252,7 @@ listener_accept(struct evconnlistener *lev, evutil_socket_t fd,
 	struct strata_engine *e;
 	struct bufferevent *bev, *top;
 	struct strata_build b = {.role = STRATA_ROLE_SERVER, .connected = 1,
-	    .own_transport = 1, .tport = l->t};
+	    .announce = 1, .own_transport = 1, .tport = l->t};
 	struct strata_error err;
 
 	(void)lev;

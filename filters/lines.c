@@ -197,7 +197,11 @@ byte_at(struct evbuffer *src, size_t pos)
 static size_t
 eol_len(const struct lines *l, struct evbuffer *src, size_t lf)
 {
-	int cr = lf > 0 && byte_at(src, lf - 1) == '\r';
+	int cr;
+
+	if (l->cfg->eol == EOL_LF)
+		return 1;
+	cr = lf > 0 && byte_at(src, lf - 1) == '\r';
 
 	switch (l->cfg->eol) {
 	case EOL_LF:
@@ -273,78 +277,120 @@ enum scan_stop {
 	STOP_LONG     /* src starts with a line longer than max */
 };
 
+/* Where lines_scan() is: the partial line starts at `start`, bytes before
+ * `scan` were searched, `batch` bytes of whole LF lines wait to move. */
+struct scan_pos {
+	size_t start, scan, batch, len;
+};
+
+/* Move the batch of whole LF-terminated lines at the head of src. */
+static void
+lines_flush_batch(struct lines *l, struct evbuffer *src, struct evbuffer *dst,
+    struct scan_pos *sp, size_t *budget, int *progress)
+{
+	if (!sp->batch)
+		return;
+	evbuffer_remove_buffer(src, dst, sp->batch);
+	l->offset += sp->batch;
+	*budget -= *budget < sp->batch ? *budget : sp->batch;
+	sp->start -= sp->batch;
+	sp->scan -= sp->batch;
+	sp->len -= sp->batch;
+	sp->batch = 0;
+	*progress = 1;
+}
+
+/*
+ * A line ends at @p lf with a terminator of @p tl bytes: queue it in the
+ * batch (LF) or move it with its CRLF rewritten (which changes src; the
+ * caller restarts its view). Returns the stop reason, or -1 to go on.
+ */
+static int
+lines_take(struct lines *l, struct evbuffer *src, struct evbuffer *dst,
+    struct scan_pos *sp, size_t lf, size_t tl, size_t *budget,
+    int *progress)
+{
+	size_t content = lf + 1 - sp->start - tl;
+
+	if (content > l->cfg->max)
+		return STOP_LONG;
+	if (sp->batch + content + 1 > *budget &&
+	    (sp->batch || evbuffer_get_length(dst)))
+		return STOP_FULL;
+	l->lines_in++;
+	if (tl == 1) {
+		sp->batch += content + 1;
+		sp->start = sp->scan = lf + 1;
+		return -1;
+	}
+	evbuffer_remove_buffer(src, dst, sp->batch + content);
+	evbuffer_drain(src, 2);
+	evbuffer_add(dst, "\n", 1);
+	l->offset += sp->batch + content + 2;
+	*budget -= *budget < sp->batch + content + 1 ? *budget
+						     : sp->batch + content + 1;
+	sp->len -= sp->batch + content + 2;
+	sp->batch = sp->start = sp->scan = 0;
+	*progress = 1;
+	return -1;
+}
+
 /*
  * Move whole lines from @p src to @p dst within *budget, which it lowers;
  * the first line may exceed it when dst is empty (a line is never split).
- * Lines that end in a bare "\n" move in batches with one
- * evbuffer_remove_buffer; a "\r\n" is rewritten to "\n". Sets *progress
- * if anything moved.
+ * One forward walk over the peeked extents of src with memchr; lines that
+ * end in a bare "\n" move in batches with one evbuffer_remove_buffer, a
+ * "\r\n" is rewritten to "\n". Sets *progress if anything moved.
  */
 static enum scan_stop
 lines_scan(struct lines *l, struct evbuffer *src, struct evbuffer *dst,
     size_t *budget, int *progress)
 {
-	const size_t max = l->cfg->max;
 	const size_t slack = l->cfg->eol == EOL_LF ? 0 : 1;
-	size_t len = evbuffer_get_length(src), start = 0, batch = 0;
-	size_t scan = l->scanned < len ? l->scanned : len;
-	enum scan_stop stop = STOP_PARTIAL;
+	const size_t limit = l->cfg->max + slack;
+	struct evbuffer_iovec v[PEEK_EXTENTS];
+	struct scan_pos sp = {0, 0, 0, evbuffer_get_length(src)};
+	struct evbuffer_ptr ptr;
+	int n, i, stop = -1, prev_cr;
 
+	sp.scan = l->scanned < sp.len ? l->scanned : sp.len;
 	l->scanned = 0;
-	for (;;) {
-		/* a terminator ends by start + max + slack at the latest */
-		size_t want = start + max + 1 + slack;
-		size_t end = want < len ? want : len;
-		ev_ssize_t lf = scan < end ? find_lf(src, scan, end - scan)
-					   : -1;
-		size_t tl, content;
+restart:
+	while (stop < 0 && sp.scan < sp.len) {
+		prev_cr = slack && sp.scan && byte_at(src, sp.scan - 1) == '\r';
+		if (evbuffer_ptr_set(src, &ptr, sp.scan, EVBUFFER_PTR_SET) < 0)
+			break;
+		n = evbuffer_peek(src, -1, &ptr, v, PEEK_EXTENTS);
+		for (i = 0; i < n && i < PEEK_EXTENTS && stop < 0; i++) {
+			const char *p = v[i].iov_base, *q = p, *hit;
+			const char *e = p + v[i].iov_len;
+			size_t at = sp.scan;
 
-		if (lf < 0) {
-			if (len - start > max + slack)
+			while (stop < 0 &&
+			    (hit = memchr(q, '\n', (size_t)(e - q)))) {
+				int cr = hit > p ? hit[-1] == '\r' : prev_cr;
+				size_t tl = cr && slack ? 2
+				    : l->cfg->eol == EOL_CRLF ? 0 : 1;
+				q = hit + 1;
+				if (!tl) /* crlf mode: a bare "\n" is content */
+					continue;
+				stop = lines_take(l, src, dst, &sp,
+				    at + (size_t)(hit - p), tl, budget, progress);
+				if (stop < 0 && tl == 2)
+					goto restart; /* src changed */
+			}
+			if (stop >= 0)
+				break;
+			sp.scan = at + v[i].iov_len;
+			prev_cr = v[i].iov_len && e[-1] == '\r';
+			if (sp.scan - sp.start > limit)
 				stop = STOP_LONG;
-			else
-				l->scanned = end - start;
-			break;
 		}
-		if (!(tl = eol_len(l, src, (size_t)lf))) {
-			/* crlf mode: a bare "\n" is line content */
-			scan = (size_t)lf + 1;
-			continue;
-		}
-		content = (size_t)lf + 1 - start - tl;
-		if (content > max) {
-			stop = STOP_LONG;
-			break;
-		}
-		if (batch + content + 1 > *budget &&
-		    (batch || evbuffer_get_length(dst))) {
-			stop = STOP_FULL;
-			break;
-		}
-		l->lines_in++;
-		if (tl == 1) {
-			batch += content + 1;
-			start = scan = (size_t)lf + 1;
-			continue;
-		}
-		/* move the batch and this line's content, rewrite the eol */
-		evbuffer_remove_buffer(src, dst, batch + content);
-		evbuffer_drain(src, 2);
-		evbuffer_add(dst, "\n", 1);
-		l->offset += batch + content + 2;
-		*budget -= *budget < batch + content + 1 ? *budget
-							 : batch + content + 1;
-		len -= batch + content + 2;
-		batch = start = scan = 0;
-		*progress = 1;
 	}
-	if (batch) {
-		evbuffer_remove_buffer(src, dst, batch);
-		l->offset += batch;
-		*budget -= *budget < batch ? *budget : batch;
-		*progress = 1;
-	}
-	return stop;
+	lines_flush_batch(l, src, dst, &sp, budget, progress);
+	if (stop < 0)
+		l->scanned = sp.scan - sp.start;
+	return stop < 0 ? STOP_PARTIAL : (enum scan_stop)stop;
 }
 
 /*

@@ -28,7 +28,7 @@
 #include "internal.h"
 
 #define EXEC_MAX_ARGS 64
-#define REAP_GRACE_MS 500
+#define REAP_GRACE_MS 50 /* SIGTERM to SIGKILL, in ms */
 
 struct pipe_cfg {
 	int rfd, wfd;		/* pipe: */
@@ -38,7 +38,7 @@ struct pipe_cfg {
 };
 
 struct pipe_state {
-	const struct pipe_cfg *cfg;
+	char label[64];		/* the cfg is freed once the stack is built */
 	struct strata_conn *c;
 	struct bufferevent *bev;
 	evutil_socket_t rfd, wfd;
@@ -46,6 +46,7 @@ struct pipe_state {
 	pid_t pid;
 	int status;		/* waitpid status, -1 while running */
 	int wfd_closed;
+	struct event *ready;	/* raises BEV_EVENT_CONNECTED from the loop */
 };
 
 /* ---- configuration ---- */
@@ -251,53 +252,43 @@ exec_reap(struct pipe_state *st, int flags)
 		st->status = status;
 }
 
-/* After an abrupt free: SIGTERM was sent; reap, or SIGKILL if it lingers. */
-struct reaper {
-	pid_t pid;
-	int tries;
-	struct event *ev;
-};
-
-static void
-reaper_tick(evutil_socket_t fd, short what, void *arg)
-{
-	struct reaper *r = arg;
-	struct timeval tv = {0, 50000};
-
-	(void)fd;
-	(void)what;
-	if (waitpid(r->pid, NULL, WNOHANG) == r->pid || ++r->tries > 40) {
-		event_free(r->ev);
-		free(r);
-		return;
-	}
-	if (r->tries * 50 == REAP_GRACE_MS)
-		kill(r->pid, SIGKILL);
-	evtimer_add(r->ev, &tv);
-}
-
+/*
+ * After an abrupt free: SIGTERM, a short grace, then SIGKILL, and reap.
+ * Done here, not from a timer: the stack's destroy runs as a libevent
+ * finalizer, also from inside event_base_free(), where adding a timer
+ * aborts (event.c:930) and where a pending one would leak with the base.
+ */
 static void
 exec_abandon(struct pipe_state *st)
 {
-	struct reaper *r;
-	struct timeval tv = {0, 50000};
+	int i;
 
 	kill(st->pid, SIGTERM);
-	if (waitpid(st->pid, NULL, WNOHANG) == st->pid)
-		return;
-	r = calloc(1, sizeof(*r));
-	if (r && (r->ev = evtimer_new(strata_conn_base(st->c), reaper_tick,
-			 r)) != NULL) {
-		r->pid = st->pid;
-		evtimer_add(r->ev, &tv);
-		return;
+	for (i = 0; i < REAP_GRACE_MS; i++) {
+		if (waitpid(st->pid, NULL, WNOHANG) == st->pid)
+			return;
+		usleep(1000);
 	}
-	free(r);
 	kill(st->pid, SIGKILL);
 	waitpid(st->pid, NULL, 0);
 }
 
 /* ---- the transport ---- */
+
+/*
+ * Pipes are ready at once, but the engine takes the bufferevent's callbacks
+ * only after connect() returns, and libevent drops an event raised while a
+ * bufferevent has no event callback: say "connected" from the loop.
+ */
+static void
+pipe_ready(evutil_socket_t fd, short what, void *arg)
+{
+	struct pipe_state *st = arg;
+
+	(void)fd;
+	(void)what;
+	bufferevent_trigger_event(st->bev, BEV_EVENT_CONNECTED, 0);
+}
 
 static struct bufferevent *
 pipe_open(const struct pipe_cfg *cfg, struct strata_conn *c, int rfd,
@@ -316,13 +307,17 @@ pipe_open(const struct pipe_cfg *cfg, struct strata_conn *c, int rfd,
 	}
 	evutil_make_socket_nonblocking(rfd);
 	evutil_make_socket_nonblocking(wfd);
-	bev = bufferevent_socket_new(strata_conn_base(c), rfd, opts);
+	st->ready = event_new(strata_conn_base(c), -1, 0, pipe_ready, st);
+	bev = st->ready ? bufferevent_socket_new(strata_conn_base(c), rfd,
+	    opts) : NULL;
 	if (!bev) {
+		if (st->ready)
+			event_free(st->ready);
 		free(st);
 		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
 		return NULL;
 	}
-	st->cfg = cfg;
+	memcpy(st->label, cfg->label, sizeof(st->label));
 	st->c = c;
 	st->bev = bev;
 	st->rfd = rfd;
@@ -331,6 +326,7 @@ pipe_open(const struct pipe_cfg *cfg, struct strata_conn *c, int rfd,
 	st->status = -1;
 	st->own_fds = pid > 0 || (opts & BEV_OPT_CLOSE_ON_FREE);
 	strata_socket_tune(bev, wfd);
+	event_active(st->ready, EV_TIMEOUT, 1);
 	*state = st;
 	return bev;
 }
@@ -411,6 +407,7 @@ pipe_destroy(void *state)
 {
 	struct pipe_state *st = state;
 
+	event_free(st->ready);
 	if (!st->wfd_closed && st->wfd != st->rfd && st->own_fds)
 		close(st->wfd);
 	if (st->pid > 0) {
@@ -431,9 +428,9 @@ pipe_peer(void *state, char *buf, size_t len, struct sockaddr *sa,
 	if (salen)
 		*salen = 0;
 	if (st->pid > 0)
-		return snprintf(buf, len, "%s (pid %d)", st->cfg->label,
+		return snprintf(buf, len, "%s (pid %d)", st->label,
 		    (int)st->pid);
-	return snprintf(buf, len, "%s", st->cfg->label);
+	return snprintf(buf, len, "%s", st->label);
 }
 
 static void

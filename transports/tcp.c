@@ -43,6 +43,8 @@ struct tcp_state {
 	struct evdns_getaddrinfo_request *req;
 	struct event *timer;
 	int connecting, last_err, attempts;
+	int orphan;	/* freed by the lookup's callback, still due */
+	short enabled;	/* what the engine enabled on bev, for retries */
 	struct sockaddr_storage peer;
 	socklen_t peerlen;
 };
@@ -225,6 +227,9 @@ tcp_try_next(struct tcp_state *st)
 		}
 		tcp_sockopts(st->cfg, fd);
 		bufferevent_setfd(st->bev, fd);
+		/* a failed attempt disabled reading and writing (here and in
+		 * the read path): give the next socket what the first had */
+		bufferevent_enable(st->bev, st->enabled);
 		st->attempts++;
 		if (bufferevent_socket_connect(st->bev, a->ai_addr,
 			(int)a->ai_addrlen) == 0) {
@@ -245,9 +250,16 @@ tcp_resolved(int result, struct evutil_addrinfo *res, void *arg)
 {
 	struct tcp_state *st = arg;
 
-	if (result == EVUTIL_EAI_CANCEL)
-		return; /* the state is being freed */
 	st->req = NULL;
+	if (st->orphan || !st->connecting) {
+		/* the stack is gone (this was the last use of st), or the
+		 * connect timed out while resolving */
+		if (res)
+			evutil_freeaddrinfo(res);
+		if (st->orphan)
+			free(st);
+		return;
+	}
 	if (result) {
 		strata_conn_fail(st->c, 0, "cannot resolve '%s': %s",
 		    st->cfg->host, evutil_gai_strerror(result));
@@ -272,6 +284,7 @@ tcp_start(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	st->connecting = 1;
+	st->enabled = bufferevent_get_enabled(st->bev);
 	tv.tv_sec = (time_t)(st->cfg->timeout_ms / 1000);
 	tv.tv_usec = (suseconds_t)(st->cfg->timeout_ms % 1000) * 1000;
 	evtimer_add(st->timer, &tv);
@@ -380,12 +393,16 @@ tcp_destroy(void *state)
 {
 	struct tcp_state *st = state;
 
-	if (st->req)
-		evdns_getaddrinfo_cancel(st->req);
 	if (st->timer)
 		event_free(st->timer);
 	if (st->ai)
 		evutil_freeaddrinfo(st->ai);
+	if (st->req) {
+		/* the lookup's callback still runs once and frees st */
+		st->orphan = 1;
+		strata_conn_dns_abandon_(st->c, st->req);
+		return;
+	}
 	free(st);
 }
 

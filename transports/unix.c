@@ -153,8 +153,10 @@ unix_connect(const void *cfgv, struct strata_conn *c, void **state,
     struct strata_error *err)
 {
 	const struct unix_cfg *cfg = cfgv;
-	int opts = strata_conn_options(c) &
-	    (BEV_OPT_CLOSE_ON_FREE | BEV_OPT_THREADSAFE);
+	/* the socket is strata's own: it goes with the stack, whatever
+	 * the caller's options (as for tcp) */
+	int opts = (strata_conn_options(c) & BEV_OPT_THREADSAFE) |
+	    BEV_OPT_CLOSE_ON_FREE;
 	struct unix_state *st = calloc(1, sizeof(*st));
 	struct bufferevent *bev = NULL;
 	evutil_socket_t fd = -1;
@@ -163,10 +165,11 @@ unix_connect(const void *cfgv, struct strata_conn *c, void **state,
 	if (!st)
 		goto nomem;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0 || !(bev = bufferevent_socket_new(strata_conn_base(c), fd,
-			    opts)))
+	if (fd < 0)
 		goto nomem;
-	/* A missing or refused path is known now: report it at once. */
+	/* A missing or refused path is known now: report it at once (and
+	 * close the socket at once: freeing a bufferevent closes it only
+	 * when the loop runs its finalizers). */
 	if (connect(fd, (const struct sockaddr *)&cfg->sun, cfg->len) < 0 &&
 	    errno != EINPROGRESS) {
 		strata_error_set(err, STRATA_ERR_SYSTEM,
@@ -176,6 +179,8 @@ unix_connect(const void *cfgv, struct strata_conn *c, void **state,
 			err->sys_errno = errno;
 		goto fail;
 	}
+	if (!(bev = bufferevent_socket_new(strata_conn_base(c), fd, opts)))
+		goto nomem;
 	st->c = c;
 	st->peer = cfg->sun;
 	st->peerlen = cfg->len;
@@ -192,8 +197,8 @@ nomem:
 	    strerror(errno));
 fail:
 	if (bev)
-		bufferevent_free(bev);
-	if (fd >= 0 && !(bev && (opts & BEV_OPT_CLOSE_ON_FREE)))
+		bufferevent_free(bev); /* closes fd */
+	else if (fd >= 0)
 		close(fd);
 	free(st);
 	return NULL;
@@ -203,8 +208,8 @@ static struct bufferevent *
 unix_accept(const void *cfgv, evutil_socket_t fd, struct strata_conn *c,
     void **state, struct strata_error *err)
 {
-	int opts = strata_conn_options(c) &
-	    (BEV_OPT_CLOSE_ON_FREE | BEV_OPT_THREADSAFE);
+	int opts = (strata_conn_options(c) & BEV_OPT_THREADSAFE) |
+	    BEV_OPT_CLOSE_ON_FREE;
 	struct unix_state *st = calloc(1, sizeof(*st));
 	struct bufferevent *bev = st ? bufferevent_socket_new(
 	    strata_conn_base(c), fd, opts) : NULL;

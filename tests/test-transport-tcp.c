@@ -1,0 +1,1391 @@
+/*
+ * The tcp transport over real loopback connections: IPv4, IPv6 and names
+ * resolved through evdns, listeners, socket options, connect timeouts and
+ * failures with their messages, stacks (lines, frames) over TCP, peer
+ * addresses, graceful close, and a listener under load and under EMFILE.
+ *
+ * Offline and deterministic: names come from /etc/hosts, from a hosts file
+ * the test writes, or from a DNS server the test runs on loopback; a
+ * connect timeout comes from a listener whose accept queue is full.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <event2/dns.h>
+#include <event2/dns_struct.h>
+
+#include "frames.h"
+#include "helpers.h"
+
+/* ---- one end of a connection: records events, may echo ---- */
+
+struct peer {
+	struct bufferevent *top;
+	struct evbuffer *got;
+	size_t want;		/* set `enough` once got holds this much */
+	size_t got_at_eof;	/* bytes received when EOF arrived */
+	int enough;
+	int connected, eof, errors, events;
+	short last_what;
+	int echo;		/* write back everything that arrives */
+	int free_on_end;	/* free top and peer at EOF or error */
+	int *freed;		/* bumped when a free_on_end peer goes */
+};
+
+static void
+peer_read(struct bufferevent *bev, void *arg)
+{
+	struct peer *p = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	if (p->echo)
+		bufferevent_write_buffer(bev, in);
+	else
+		evbuffer_add_buffer(p->got, in);
+	if (p->want && evbuffer_get_length(p->got) >= p->want)
+		p->enough = 1;
+}
+
+static void
+peer_destroy(struct peer *p)
+{
+	if (p->top)
+		bufferevent_free(p->top);
+	evbuffer_free(p->got);
+	free(p);
+}
+
+static void
+peer_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct peer *p = arg;
+
+	(void)bev;
+	p->events++;
+	p->last_what = what;
+	if (what & BEV_EVENT_CONNECTED)
+		p->connected++;
+	if (what & BEV_EVENT_EOF) {
+		p->eof++;
+		p->got_at_eof = evbuffer_get_length(p->got);
+	}
+	if (what & BEV_EVENT_ERROR)
+		p->errors++;
+	if (p->free_on_end && (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
+		if (p->freed)
+			(*p->freed)++;
+		peer_destroy(p);
+	}
+}
+
+static struct peer *
+peer_new(struct bufferevent *top, int echo)
+{
+	struct peer *p = calloc(1, sizeof(*p));
+
+	ck_assert_ptr_nonnull(p);
+	p->top = top;
+	p->got = evbuffer_new();
+	p->echo = echo;
+	bufferevent_setcb(top, peer_read, NULL, peer_event, p);
+	bufferevent_enable(top, EV_READ | EV_WRITE);
+	return p;
+}
+
+/* strata_connect, and a peer on the top; fails the test with the error. */
+static struct peer *
+client_new(struct event_base *base, struct evdns_base *dns,
+    const char *stack)
+{
+	struct strata_error err;
+	struct bufferevent *top;
+
+	top = strata_connect(base, dns, stack, BEV_OPT_CLOSE_ON_FREE, &err);
+	ck_assert_msg(top != NULL, "connect '%s': %s", stack, err.message);
+	return peer_new(top, 0);
+}
+
+/* ---- a listener whose accepted stacks get peers ---- */
+
+#define MAX_PEERS 8
+
+struct server {
+	struct event_base *base;
+	struct strata_listener *l;
+	struct peer *p[MAX_PEERS];
+	int n;
+	int echo, free_on_end;
+	int accepted, freed;
+	char addr[128];
+	int port;
+};
+
+static void
+srv_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
+{
+	struct server *s = arg;
+	struct peer *p = peer_new(top, s->echo);
+
+	(void)l;
+	s->accepted++;
+	if (s->free_on_end) {
+		p->free_on_end = 1;
+		p->freed = &s->freed;
+	} else if (s->n < MAX_PEERS)
+		s->p[s->n++] = p;
+	else
+		peer_destroy(p);
+}
+
+static void
+srv_setup(struct server *s, struct event_base *base, const char *stack,
+    int echo)
+{
+	struct strata_error err;
+
+	memset(s, 0, sizeof(*s));
+	s->base = base;
+	s->echo = echo;
+	s->l = strata_listen(base, stack, BEV_OPT_CLOSE_ON_FREE, srv_accept,
+	    s, &err);
+	ck_assert_msg(s->l != NULL, "listen '%s': %s", stack, err.message);
+	ck_assert_int_gt(strata_listener_address(s->l, s->addr,
+	    sizeof(s->addr), NULL, NULL), 0);
+	s->port = strata_listener_port(s->l);
+}
+
+static void
+srv_teardown(struct server *s)
+{
+	int i;
+
+	for (i = 0; i < s->n; i++)
+		peer_destroy(s->p[i]);
+	strata_listener_free(s->l);
+}
+
+/* Wait for the first accepted peer. */
+static struct peer *
+srv_wait_peer(struct server *s)
+{
+	th_run_until(s->base, &s->n, 2000, "an accepted connection");
+	return s->p[0];
+}
+
+/* ---- small tools ---- */
+
+static int
+has_ipv6_loopback(void)
+{
+	struct sockaddr_in6 a;
+	int fd = socket(AF_INET6, SOCK_STREAM, 0), ok;
+
+	if (fd < 0)
+		return 0;
+	memset(&a, 0, sizeof(a));
+	a.sin6_family = AF_INET6;
+	a.sin6_addr = in6addr_loopback;
+	ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	close(fd);
+	return ok;
+}
+
+#define SKIP_WITHOUT_IPV6()                                                  \
+	do {                                                                 \
+		if (!has_ipv6_loopback()) {                                  \
+			printf("SKIP %s: this machine has no ::1\n",         \
+			    __func__);                                       \
+			return;                                              \
+		}                                                            \
+	} while (0)
+
+/* A port on 127.0.0.1 where nothing listens (bound, then released). */
+static int
+closed_port(void)
+{
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+/* A nonblocking connect to 127.0.0.1:port, left to complete in the kernel. */
+static int
+raw_connect(int port)
+{
+	struct sockaddr_in a;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+
+	ck_assert_int_ge(fd, 0);
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_port = htons((uint16_t)port);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert(connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 ||
+	    errno == EINPROGRESS);
+	return fd;
+}
+
+static int
+sockopt_int(struct bufferevent *top, int level, int name)
+{
+	evutil_socket_t fd = bufferevent_getfd(strata_transport(top));
+	socklen_t len = sizeof(int);
+	int v = -1;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(getsockopt(fd, level, name, &v, &len), 0);
+	return v;
+}
+
+static int
+got_equals(struct peer *p, const char *s)
+{
+	size_t n = strlen(s);
+
+	return evbuffer_get_length(p->got) == n &&
+	    !memcmp(evbuffer_pullup(p->got, -1), s, n);
+}
+
+static const char *
+got_text(struct peer *p)
+{
+	static char buf[256];
+	size_t n = evbuffer_get_length(p->got);
+
+	if (n >= sizeof(buf))
+		n = sizeof(buf) - 1;
+	evbuffer_copyout(p->got, buf, n);
+	buf[n] = 0;
+	return buf;
+}
+
+static long
+ms_since(const struct timeval *start)
+{
+	struct timeval now;
+
+	gettimeofday(&now, NULL);
+	return (now.tv_sec - start->tv_sec) * 1000 +
+	    (now.tv_usec - start->tv_usec) / 1000;
+}
+
+/* Wait for the error of a failing connect, and check its message. */
+static void
+expect_connect_error(struct event_base *base, struct peer *c,
+    const char *part, int ms)
+{
+	const char *msg;
+
+	th_run_until(base, &c->errors, ms, "the connect error");
+	ck_assert_int_eq(c->errors, 1);
+	ck_assert(c->last_what & BEV_EVENT_ERROR);
+	ck_assert_int_eq(c->connected, 0);
+	msg = strata_last_error(c->top);
+	ck_assert_ptr_nonnull(msg);
+	ck_assert_msg(strstr(msg, part) != NULL, "'%s' lacks '%s'", msg,
+	    part);
+}
+
+/* ---- exchanges through a stack ---- */
+
+/* c (client stack "... | lines") to an echoing server and back. */
+static void
+exchange_lines(struct event_base *base, struct peer *c)
+{
+	const char *text = "hello\nstrata over tcp\n";
+
+	c->want = strlen(text);
+	bufferevent_write(c->top, "hello\nstrata ", 13);
+	bufferevent_write(c->top, "over tcp\n", 9);
+	th_run_until(base, &c->enough, 2000, "the echoed lines");
+	ck_assert_msg(got_equals(c, text), "got '%s'", got_text(c));
+	evbuffer_drain(c->got, evbuffer_get_length(c->got));
+	c->enough = 0;
+}
+
+static void
+exchange_frames(struct event_base *base, struct peer *c)
+{
+	static unsigned char big[100000];
+	struct evbuffer *payload = evbuffer_new();
+
+	th_pattern(big, sizeof(big), 7);
+	c->want = 3 * FRAMES_HEADER + 3 + 0 + sizeof(big);
+	ck_assert_int_eq(frames_write(c->top, "one", 3), 0);
+	ck_assert_int_eq(frames_write(c->top, NULL, 0), 0);
+	ck_assert_int_eq(frames_write(c->top, big, sizeof(big)), 0);
+	th_run_until(base, &c->enough, 3000, "the echoed frames");
+	ck_assert_uint_eq(evbuffer_get_length(c->got), c->want);
+	ck_assert_int_eq(frames_read(c->got, payload), 1);
+	ck_assert_uint_eq(evbuffer_get_length(payload), 3);
+	ck_assert(!memcmp(evbuffer_pullup(payload, -1), "one", 3));
+	evbuffer_drain(payload, 3);
+	ck_assert_int_eq(frames_read(c->got, payload), 1);
+	ck_assert_uint_eq(evbuffer_get_length(payload), 0);
+	ck_assert_int_eq(frames_read(c->got, payload), 1);
+	ck_assert_uint_eq(evbuffer_get_length(payload), sizeof(big));
+	ck_assert(!memcmp(evbuffer_pullup(payload, -1), big, sizeof(big)));
+	ck_assert_int_eq(frames_read(c->got, payload), 0);
+	evbuffer_free(payload);
+	c->enough = 0;
+}
+
+/* ---- loopback connections ---- */
+
+START_TEST(ipv4_lines_and_connected)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c, *sp;
+	char stack[128];
+
+	srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
+	ck_assert_int_gt(s.port, 0);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
+	c = client_new(base, NULL, stack);
+	/* written before the connection exists: queued, then delivered */
+	c->want = 6;
+	bufferevent_write(c->top, "early\n", 6);
+	th_run_until(base, &c->connected, 2000, "CONNECTED on the client");
+	ck_assert_int_eq(c->connected, 1);
+	th_run_until(base, &c->enough, 2000, "the early line echoed");
+	ck_assert_msg(got_equals(c, "early\n"), "got '%s'", got_text(c));
+	evbuffer_drain(c->got, 6);
+	c->enough = 0;
+	sp = srv_wait_peer(&s);
+	th_run_until(base, &sp->connected, 1000, "CONNECTED on the accepted");
+	exchange_lines(base, c);
+	th_run_for(base, 20);
+	ck_assert_int_eq(c->connected, 1);
+	ck_assert_int_eq(sp->connected, 1);
+	ck_assert_int_eq(c->errors + sp->errors, 0);
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(ipv4_frames)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c;
+	char stack[128];
+
+	ck_assert_int_eq(frames_register(NULL), 0);
+	srv_setup(&s, base, "tcp://127.0.0.1:0 | frames", 1);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | frames", s.port);
+	c = client_new(base, NULL, stack);
+	exchange_frames(base, c);
+	/* and lines on top of frames in stream mode */
+	peer_destroy(c);
+	srv_teardown(&s);
+	srv_setup(&s, base, "tcp://127.0.0.1:0 | frames(mode=stream) | lines",
+	    1);
+	snprintf(stack, sizeof(stack),
+	    "tcp://127.0.0.1:%d | frames(mode=stream) | lines", s.port);
+	c = client_new(base, NULL, stack);
+	exchange_lines(base, c);
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(ipv6_loopback)
+{
+	struct event_base *base;
+	struct server s;
+	struct peer *c, *sp;
+	struct sockaddr_in6 a6;
+	int salen = sizeof(a6);
+	char stack[128], text[128];
+
+	SKIP_WITHOUT_IPV6();
+	base = event_base_new();
+	srv_setup(&s, base, "tcp://[::1]:0 | lines", 1);
+	snprintf(text, sizeof(text), "[::1]:%d", s.port);
+	ck_assert_str_eq(s.addr, text);
+	snprintf(stack, sizeof(stack), "tcp://[::1]:%d | lines", s.port);
+	c = client_new(base, NULL, stack);
+	exchange_lines(base, c);
+	ck_assert_int_gt(strata_peer_address(c->top, text, sizeof(text),
+	    (struct sockaddr *)&a6, &salen), 0);
+	snprintf(stack, sizeof(stack), "[::1]:%d", s.port);
+	ck_assert_str_eq(text, stack);
+	ck_assert_int_eq(a6.sin6_family, AF_INET6);
+	ck_assert_int_eq(ntohs(a6.sin6_port), s.port);
+	ck_assert(IN6_IS_ADDR_LOOPBACK(&a6.sin6_addr));
+	sp = srv_wait_peer(&s);
+	ck_assert_int_gt(strata_peer_address(sp->top, text, sizeof(text),
+	    NULL, NULL), 0);
+	ck_assert_msg(!strncmp(text, "[::1]:", 6), "accepted peer '%s'", text);
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(localhost_private_resolver)
+{
+	/* "localhost" goes through evdns (from /etc/hosts), with the
+	 * resolver strata makes when given none; the listener is IPv4 only,
+	 * so if the name also gave ::1 that address is refused first. */
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c;
+	char stack[128], text[64], want[64];
+
+	srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
+	snprintf(stack, sizeof(stack), "tcp://localhost:%d | lines", s.port);
+	c = client_new(base, NULL, stack);
+	th_run_until(base, &c->connected, 3000, "CONNECTED to localhost");
+	exchange_lines(base, c);
+	ck_assert_int_gt(strata_peer_address(c->top, text, sizeof(text),
+	    NULL, NULL), 0);
+	snprintf(want, sizeof(want), "127.0.0.1:%d", s.port);
+	ck_assert_str_eq(text, want);
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(localhost_own_resolver)
+{
+	/* the same through the caller's evdns base (hosts from /etc/hosts) */
+	struct event_base *base = event_base_new();
+	struct evdns_base *dns = evdns_base_new(base, 0);
+	struct server s;
+	struct peer *c;
+	char stack[128];
+
+	ck_assert_ptr_nonnull(dns);
+	ck_assert_int_eq(evdns_base_load_hosts(dns, NULL), 0);
+	srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
+	snprintf(stack, sizeof(stack), "tcp://localhost:%d | lines", s.port);
+	c = client_new(base, dns, stack);
+	th_run_until(base, &c->connected, 3000, "CONNECTED to localhost");
+	exchange_lines(base, c);
+	peer_destroy(c);
+	srv_teardown(&s);
+	th_run_for(base, 10);
+	evdns_base_free(dns, 0);
+	event_base_free(base);
+}
+END_TEST
+
+/* Write a hosts file; returns its path (static storage). */
+static const char *
+hosts_file(const char *content)
+{
+	static char path[64];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/tmp/strata-hosts-%d", (int)getpid());
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(content, f);
+	fclose(f);
+	return path;
+}
+
+START_TEST(name_tries_each_address)
+{
+	/* With the user's own evdns base: the name gives ::1, 127.0.0.2 and
+	 * 127.0.0.1 in that order and only 127.0.0.1 listens: the first two
+	 * are refused and the third connects. */
+	struct event_base *base = event_base_new();
+	struct evdns_base *dns = evdns_base_new(base, 0);
+	struct server s;
+	struct peer *c;
+	char stack[128], text[64], want[64];
+	const char *path;
+
+	ck_assert_ptr_nonnull(dns);
+	path = hosts_file("::1 multi.strata.test\n"
+			  "127.0.0.2 multi.strata.test\n"
+			  "127.0.0.1 multi.strata.test\n");
+	ck_assert_int_eq(evdns_base_load_hosts(dns, path), 0);
+	unlink(path);
+	srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
+	snprintf(stack, sizeof(stack), "tcp://multi.strata.test:%d | lines",
+	    s.port);
+	c = client_new(base, dns, stack);
+	th_run_until(base, &c->connected, 3000, "CONNECTED to the 3rd address");
+	ck_assert_int_eq(c->errors, 0);
+	exchange_lines(base, c);
+	ck_assert_int_gt(strata_peer_address(c->top, text, sizeof(text),
+	    NULL, NULL), 0);
+	snprintf(want, sizeof(want), "127.0.0.1:%d", s.port);
+	ck_assert_str_eq(text, want);
+	peer_destroy(c);
+	srv_teardown(&s);
+	evdns_base_free(dns, 0);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(name_all_addresses_refused)
+{
+	struct event_base *base = event_base_new();
+	struct evdns_base *dns = evdns_base_new(base, 0);
+	struct peer *c;
+	char stack[128];
+	const char *path;
+	int port = closed_port();
+
+	path = hosts_file("127.0.0.2 two.strata.test\n"
+			  "127.0.0.1 two.strata.test\n");
+	ck_assert_int_eq(evdns_base_load_hosts(dns, path), 0);
+	unlink(path);
+	snprintf(stack, sizeof(stack), "tcp://two.strata.test:%d", port);
+	c = client_new(base, dns, stack);
+	expect_connect_error(base, c, "Connection refused", 3000);
+	ck_assert_msg(strstr(strata_last_error(c->top), "two.strata.test") !=
+	    NULL, "'%s' does not name the host", strata_last_error(c->top));
+	th_run_for(base, 20);
+	ck_assert_int_eq(c->errors, 1);
+	peer_destroy(c);
+	evdns_base_free(dns, 0);
+	event_base_free(base);
+}
+END_TEST
+
+/* ---- a DNS server on loopback: NXDOMAIN for everything, or silence ---- */
+
+#define FAKE_DNS_HELD 8
+
+struct fake_dns {
+	struct evdns_server_port *port;
+	int queries;
+	int silent;	/* never answer */
+	int late_ms;	/* answer 127.0.0.1 after this long (0: NXDOMAIN) */
+	struct evdns_server_request *held[FAKE_DNS_HELD];
+	int nheld;
+	struct event *timer;
+	char ns[64];
+};
+
+/* The late answers: an A record for 127.0.0.1, no AAAA. */
+static void
+fake_dns_late(evutil_socket_t fd, short what, void *arg)
+{
+	struct fake_dns *f = arg;
+	struct in_addr lo;
+	int i;
+
+	(void)fd;
+	(void)what;
+	lo.s_addr = htonl(INADDR_LOOPBACK);
+	for (i = 0; i < f->nheld; i++) {
+		struct evdns_server_request *req = f->held[i];
+		const struct evdns_server_question *q = req->questions[0];
+		if (q->type == EVDNS_TYPE_A)
+			evdns_server_request_add_a_reply(req, q->name, 1, &lo,
+			    60);
+		evdns_server_request_respond(req, 0);
+	}
+	f->nheld = 0;
+}
+
+static void
+fake_dns_cb(struct evdns_server_request *req, void *arg)
+{
+	struct fake_dns *f = arg;
+	struct timeval tv;
+
+	f->queries++;
+	if (f->silent || (f->late_ms && f->nheld == FAKE_DNS_HELD)) {
+		evdns_server_request_drop(req);
+	} else if (f->late_ms) {
+		f->held[f->nheld++] = req;
+		tv.tv_sec = f->late_ms / 1000;
+		tv.tv_usec = (f->late_ms % 1000) * 1000;
+		if (!evtimer_pending(f->timer, NULL))
+			evtimer_add(f->timer, &tv);
+	} else
+		evdns_server_request_respond(req, DNS_ERR_NOTEXIST);
+}
+
+static struct evdns_base *
+fake_dns_start(struct event_base *base, struct fake_dns *f, int silent)
+{
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+	struct evdns_base *dns;
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+
+	memset(f, 0, sizeof(*f));
+	f->silent = silent;
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	f->port = evdns_add_server_port_with_base(base, fd, 0, fake_dns_cb, f);
+	ck_assert_ptr_nonnull(f->port);
+	f->timer = evtimer_new(base, fake_dns_late, f);
+	snprintf(f->ns, sizeof(f->ns), "127.0.0.1:%d", ntohs(a.sin_port));
+	dns = evdns_base_new(base, 0);
+	ck_assert_ptr_nonnull(dns);
+	ck_assert_int_eq(evdns_base_nameserver_ip_add(dns, f->ns), 0);
+	return dns;
+}
+
+static void
+fake_dns_stop(struct fake_dns *f, struct evdns_base *dns)
+{
+	int i;
+
+	evdns_base_free(dns, 0);
+	for (i = 0; i < f->nheld; i++)
+		evdns_server_request_drop(f->held[i]);
+	event_free(f->timer);
+	evdns_close_server_port(f->port);
+}
+
+START_TEST(name_does_not_resolve)
+{
+	struct event_base *base = event_base_new();
+	struct fake_dns f;
+	struct evdns_base *dns = fake_dns_start(base, &f, 0);
+	struct peer *c;
+
+	c = client_new(base, dns, "tcp://nonexistent.invalid:80 | lines");
+	expect_connect_error(base, c, "cannot resolve 'nonexistent.invalid'",
+	    3000);
+	ck_assert_msg(!strncmp(strata_last_error(c->top), "tcp: ", 5),
+	    "'%s' does not name the layer", strata_last_error(c->top));
+	ck_assert_int_gt(f.queries, 0);
+	peer_destroy(c);
+	fake_dns_stop(&f, dns);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(free_while_resolving_own_dns)
+{
+	/* The answer never comes: freeing the stack cancels the lookup. */
+	struct event_base *base = event_base_new();
+	struct fake_dns f;
+	struct evdns_base *dns = fake_dns_start(base, &f, 1);
+	struct peer *c;
+
+	c = client_new(base, dns, "tcp://slow.strata.test:80");
+	th_run_until(base, &f.queries, 2000, "the DNS query");
+	peer_destroy(c);
+	th_run_for(base, 50);
+	fake_dns_stop(&f, dns);
+	th_run_for(base, 10);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(timeout_while_resolving)
+{
+	/* The connect times out before the name resolves: the late answer
+	 * must not start a connection afterwards. */
+	struct event_base *base = event_base_new();
+	struct fake_dns f;
+	struct evdns_base *dns = fake_dns_start(base, &f, 0);
+	struct server s;
+	struct peer *c;
+	char stack[128];
+
+	f.late_ms = 300;
+	srv_setup(&s, base, "tcp://127.0.0.1:0", 0);
+	snprintf(stack, sizeof(stack),
+	    "tcp://late.strata.test:%d(timeout=100ms)", s.port);
+	c = client_new(base, dns, stack);
+	expect_connect_error(base, c, "timed out", 2000);
+	ck_assert_msg(strstr(strata_last_error(c->top), "late.strata.test") !=
+	    NULL, "'%s'", strata_last_error(c->top));
+	th_run_for(base, 500); /* the answer comes, 127.0.0.1 listens */
+	ck_assert_int_eq(f.nheld, 0);
+	ck_assert_int_eq(s.accepted, 0);
+	ck_assert_int_eq(c->errors, 1);
+	ck_assert_int_eq(c->connected, 0);
+	peer_destroy(c);
+	srv_teardown(&s);
+	th_run_for(base, 10);
+	fake_dns_stop(&f, dns);
+	event_base_free(base);
+}
+END_TEST
+
+/* Runs right behind the tcp transport's start in the same pass of the loop
+ * (both were made active, in this order): the query is out, no answer can
+ * have been read yet. */
+struct free_now {
+	struct peer *c;
+	int events_before;
+	int done;
+};
+
+static void
+free_now_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct free_now *f = arg;
+
+	(void)fd;
+	(void)what;
+	f->events_before = f->c->errors + f->c->connected;
+	peer_destroy(f->c);
+	f->done = 1;
+}
+
+START_TEST(free_while_resolving_private_dns)
+{
+	/* The same with strata's private resolver (freed with the stack):
+	 * the cancelled lookup's callback must not outlive it (valgrind and
+	 * ASan see the use after free). */
+	struct event_base *base = event_base_new();
+	struct free_now f = {NULL, 0, 0};
+	struct event *ev;
+
+	f.c = client_new(base, NULL, "tcp://slow.strata.invalid:80");
+	ev = event_new(base, -1, 0, free_now_cb, &f);
+	event_active(ev, EV_TIMEOUT, 1);
+	th_run_until(base, &f.done, 1000, "the free");
+	ck_assert_int_eq(f.events_before, 0);
+	th_run_for(base, 50);
+	event_free(ev);
+	event_base_free(base);
+}
+END_TEST
+
+/* ---- listening ---- */
+
+START_TEST(listen_port_zero_and_address)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct sockaddr_in a;
+	struct sockaddr_storage ss;
+	int salen = sizeof(a), tiny = 4;
+	char want[64];
+
+	srv_setup(&s, base, "tcp://127.0.0.1:0", 0);
+	ck_assert_int_gt(s.port, 0);
+	ck_assert_int_lt(s.port, 65536);
+	snprintf(want, sizeof(want), "127.0.0.1:%d", s.port);
+	ck_assert_str_eq(s.addr, want);
+	ck_assert_int_eq(strata_listener_address(s.l, want, sizeof(want),
+	    (struct sockaddr *)&a, &salen), (int)strlen(want));
+	ck_assert_int_eq(salen, sizeof(a));
+	ck_assert_int_eq(a.sin_family, AF_INET);
+	ck_assert_int_eq(ntohs(a.sin_port), s.port);
+	ck_assert_int_eq(ntohl(a.sin_addr.s_addr), INADDR_LOOPBACK);
+	/* a sockaddr buffer too small is refused, not overrun */
+	ck_assert_int_eq(strata_listener_address(s.l, want, sizeof(want),
+	    (struct sockaddr *)&ss, &tiny), -1);
+	ck_assert_int_eq(strata_listener_port(NULL), -1);
+	ck_assert_int_eq(strata_listener_address(NULL, want, sizeof(want),
+	    NULL, NULL), -1);
+	srv_teardown(&s);
+	strata_listener_free(NULL);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(listen_any_empty_host)
+{
+	/* "tcp://:0": every address; IPv4 loopback reaches it */
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c;
+	char stack[128];
+
+	srv_setup(&s, base, "tcp://:0 | lines", 1);
+	ck_assert_int_gt(s.port, 0);
+	ck_assert_msg(!strncmp(s.addr, "0.0.0.0:", 8) ||
+	    !strncmp(s.addr, "[::]:", 5), "address '%s'", s.addr);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
+	c = client_new(base, NULL, stack);
+	exchange_lines(base, c);
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(listen_any_ipv6)
+{
+	struct event_base *base;
+	struct server s;
+	struct peer *c;
+	char stack[128], want[64];
+
+	SKIP_WITHOUT_IPV6();
+	base = event_base_new();
+	srv_setup(&s, base, "tcp://[::]:0 | lines", 1);
+	snprintf(want, sizeof(want), "[::]:%d", s.port);
+	ck_assert_str_eq(s.addr, want);
+	snprintf(stack, sizeof(stack), "tcp://[::1]:%d | lines", s.port);
+	c = client_new(base, NULL, stack);
+	exchange_lines(base, c);
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(listen_address_in_use)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct strata_error err;
+	struct strata_listener *l2;
+	char stack[128];
+
+	srv_setup(&s, base, "tcp://127.0.0.1:0", 0);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", s.port);
+	l2 = strata_listen(base, stack, 0, srv_accept, &s, &err);
+	ck_assert_ptr_null(l2);
+	ck_assert_int_eq(err.code, STRATA_ERR_SYSTEM);
+	ck_assert_int_eq(err.sys_errno, EADDRINUSE);
+	ck_assert_msg(strstr(err.message, "Address already in use") != NULL,
+	    "'%s'", err.message);
+	ck_assert_msg(!strncmp(err.message, "tcp: ", 5), "'%s'", err.message);
+	ck_assert_msg(strstr(err.message, stack + 6) != NULL,
+	    "'%s' does not name the address", err.message);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(listen_reuseport)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct strata_error err;
+	struct strata_listener *l2, *l3;
+	struct peer *c;
+	char stack[128];
+
+	srv_setup(&s, base, "tcp://127.0.0.1:0(reuseport=yes) | lines", 1);
+	snprintf(stack, sizeof(stack),
+	    "tcp://127.0.0.1:%d(reuseport=yes) | lines", s.port);
+	l2 = strata_listen(base, stack, 0, srv_accept, &s, &err);
+	ck_assert_msg(l2 != NULL, "second reuseport listener: %s",
+	    err.message);
+	ck_assert_int_eq(strata_listener_port(l2), s.port);
+	/* without the option the port is taken */
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", s.port);
+	l3 = strata_listen(base, stack, 0, srv_accept, &s, &err);
+	ck_assert_ptr_null(l3);
+	ck_assert_msg(strstr(err.message, "Address already in use") != NULL,
+	    "'%s'", err.message);
+	/* either listener serves */
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
+	c = client_new(base, NULL, stack);
+	exchange_lines(base, c);
+	peer_destroy(c);
+	strata_listener_free(l2);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(listen_backlog_option)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct strata_error err;
+	struct peer *c;
+	char stack[128];
+
+	srv_setup(&s, base, "tcp://127.0.0.1:0(backlog=16) | lines", 1);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
+	c = client_new(base, NULL, stack);
+	exchange_lines(base, c);
+	peer_destroy(c);
+	srv_teardown(&s);
+	ck_assert_ptr_null(strata_listen(base, "tcp://127.0.0.1:0(backlog=0)",
+	    0, srv_accept, &s, &err));
+	ck_assert_msg(strstr(err.message, "backlog") != NULL, "'%s'",
+	    err.message);
+	ck_assert_ptr_null(strata_listen(base, "tcp://127.0.0.1:0(bogus=1)",
+	    0, srv_accept, &s, &err));
+	ck_assert_msg(strstr(err.message, "bogus") != NULL, "'%s'",
+	    err.message);
+	event_base_free(base);
+}
+END_TEST
+
+/* ---- socket options ---- */
+
+START_TEST(nodelay_default_and_off)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c, *sp;
+	char stack[128];
+
+	srv_setup(&s, base, "tcp://127.0.0.1:0", 1);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", s.port);
+	c = client_new(base, NULL, stack);
+	th_run_until(base, &c->connected, 2000, "CONNECTED");
+	sp = srv_wait_peer(&s);
+	ck_assert_int_ne(sockopt_int(c->top, IPPROTO_TCP, TCP_NODELAY), 0);
+	ck_assert_int_ne(sockopt_int(sp->top, IPPROTO_TCP, TCP_NODELAY), 0);
+	peer_destroy(c);
+	srv_teardown(&s);
+
+	srv_setup(&s, base, "tcp://127.0.0.1:0(nodelay=no)", 1);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d(nodelay=no)",
+	    s.port);
+	c = client_new(base, NULL, stack);
+	th_run_until(base, &c->connected, 2000, "CONNECTED");
+	sp = srv_wait_peer(&s);
+	ck_assert_int_eq(sockopt_int(c->top, IPPROTO_TCP, TCP_NODELAY), 0);
+	ck_assert_int_eq(sockopt_int(sp->top, IPPROTO_TCP, TCP_NODELAY), 0);
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(keepalive_default_and_off)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c, *sp;
+	char stack[128];
+
+	srv_setup(&s, base, "tcp://127.0.0.1:0", 1);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", s.port);
+	c = client_new(base, NULL, stack);
+	th_run_until(base, &c->connected, 2000, "CONNECTED");
+	sp = srv_wait_peer(&s);
+	ck_assert_int_ne(sockopt_int(c->top, SOL_SOCKET, SO_KEEPALIVE), 0);
+	ck_assert_int_ne(sockopt_int(sp->top, SOL_SOCKET, SO_KEEPALIVE), 0);
+	peer_destroy(c);
+	srv_teardown(&s);
+
+	srv_setup(&s, base, "tcp://127.0.0.1:0(keepalive=no)", 1);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d(keepalive=off)",
+	    s.port);
+	c = client_new(base, NULL, stack);
+	th_run_until(base, &c->connected, 2000, "CONNECTED");
+	sp = srv_wait_peer(&s);
+	ck_assert_int_eq(sockopt_int(c->top, SOL_SOCKET, SO_KEEPALIVE), 0);
+	ck_assert_int_eq(sockopt_int(sp->top, SOL_SOCKET, SO_KEEPALIVE), 0);
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+/* ---- connect failures ---- */
+
+START_TEST(connect_timeout)
+{
+	/* A listener with backlog 0 that never accepts: once one connection
+	 * fills its queue, the kernel drops further SYNs and a connect
+	 * hangs until strata's timer fires. */
+	struct event_base *base = event_base_new();
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+	struct timeval start;
+	struct peer *c;
+	char stack[128];
+	int lfd = socket(AF_INET, SOCK_STREAM, 0), fill[3], i;
+	long waited;
+
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(listen(lfd, 0), 0);
+	ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&a, &len), 0);
+	for (i = 0; i < 3; i++)
+		fill[i] = raw_connect(ntohs(a.sin_port));
+	usleep(50000);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d(timeout=200ms)",
+	    ntohs(a.sin_port));
+	gettimeofday(&start, NULL);
+	c = client_new(base, NULL, stack);
+	expect_connect_error(base, c, "timed out", 3000);
+	waited = ms_since(&start);
+	ck_assert_msg(waited >= 150 && waited < 2000, "failed after %ld ms",
+	    waited);
+	snprintf(stack, sizeof(stack), "127.0.0.1:%d", ntohs(a.sin_port));
+	ck_assert_msg(strstr(strata_last_error(c->top), stack) != NULL,
+	    "'%s' does not name the address", strata_last_error(c->top));
+	th_run_for(base, 20);
+	ck_assert_int_eq(c->errors, 1);
+	peer_destroy(c);
+	for (i = 0; i < 3; i++)
+		close(fill[i]);
+	close(lfd);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(connect_refused)
+{
+	struct event_base *base = event_base_new();
+	struct strata_error err;
+	struct peer *c;
+	char stack[128], want[64];
+	int port = closed_port();
+
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", port);
+	c = client_new(base, NULL, stack);
+	expect_connect_error(base, c, "Connection refused", 2000);
+	snprintf(want, sizeof(want), "tcp: connect to 127.0.0.1:%d", port);
+	ck_assert_msg(!strncmp(strata_last_error(c->top), want, strlen(want)),
+	    "'%s'", strata_last_error(c->top));
+	ck_assert_int_eq(strata_get_error(c->top, &err), 1);
+	ck_assert_int_eq(err.sys_errno, ECONNREFUSED);
+	th_run_for(base, 20);
+	ck_assert_int_eq(c->errors, 1);
+	peer_destroy(c);
+	event_base_free(base);
+}
+END_TEST
+
+struct bad_addr {
+	const char *stack;
+	const char *part;
+};
+
+static const struct bad_addr bad_addrs[] = {
+	{"tcp://host", "the port is missing"},
+	{"tcp://127.0.0.1:70000", "bad port '70000'"},
+	{"tcp://[::1", "unclosed '['"},
+	{"tcp://[::1]80", "the port is missing"},
+	{"tcp://::1:80", "needs brackets"},
+	{"tcp://127.0.0.1:-1", "bad port '-1'"},
+	{"tcp://127.0.0.1:http", "bad port 'http'"},
+	{"tcp:127.0.0.1:80", "expected tcp://host:port"},
+	{"tcp://127.0.0.1:0", "port other than 0"},
+	{"tcp://127.0.0.1:80(nodelay=maybe)", "maybe"},
+	{"tcp://127.0.0.1:80(timeout=0)", "timeout"},
+};
+
+START_TEST(malformed_addresses)
+{
+	struct event_base *base = event_base_new();
+	const struct bad_addr *b = &bad_addrs[_i];
+	struct strata_error err;
+	struct bufferevent *top;
+	int fds = th_count_fds();
+
+	memset(&err, 0, sizeof(err));
+	top = strata_connect(base, NULL, b->stack, 0, &err);
+	ck_assert_msg(top == NULL, "'%s' was accepted", b->stack);
+	ck_assert_int_ne(err.code, STRATA_OK);
+	ck_assert_msg(strstr(err.message, b->part) != NULL,
+	    "'%s': message '%s' lacks '%s'", b->stack, err.message, b->part);
+	ck_assert_msg(!strncmp(err.message, "tcp: ", 5),
+	    "'%s': message '%s' does not name the transport", b->stack,
+	    err.message);
+	ck_assert_int_eq(th_count_fds(), fds);
+	event_base_free(base);
+}
+END_TEST
+
+/* ---- peer addresses ---- */
+
+START_TEST(peer_address_both_sides)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c, *sp;
+	struct sockaddr_in a, local;
+	socklen_t llen = sizeof(local);
+	int salen;
+	char stack[128], text[64], want[64];
+
+	srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
+	c = client_new(base, NULL, stack);
+	/* no peer while connecting */
+	ck_assert_int_eq(strata_peer_address(c->top, text, sizeof(text),
+	    NULL, NULL), -1);
+	th_run_until(base, &c->connected, 2000, "CONNECTED");
+	salen = sizeof(a);
+	ck_assert_int_gt(strata_peer_address(c->top, text, sizeof(text),
+	    (struct sockaddr *)&a, &salen), 0);
+	snprintf(want, sizeof(want), "127.0.0.1:%d", s.port);
+	ck_assert_str_eq(text, want);
+	ck_assert_int_eq(salen, sizeof(a));
+	ck_assert_int_eq(a.sin_family, AF_INET);
+	ck_assert_int_eq(ntohs(a.sin_port), s.port);
+	ck_assert_int_eq(ntohl(a.sin_addr.s_addr), INADDR_LOOPBACK);
+	/* the accepted side sees the client's own address */
+	ck_assert_int_eq(getsockname(bufferevent_getfd(strata_transport(
+	    c->top)), (struct sockaddr *)&local, &llen), 0);
+	sp = srv_wait_peer(&s);
+	salen = sizeof(a);
+	ck_assert_int_gt(strata_peer_address(sp->top, text, sizeof(text),
+	    (struct sockaddr *)&a, &salen), 0);
+	snprintf(want, sizeof(want), "127.0.0.1:%d", ntohs(local.sin_port));
+	ck_assert_str_eq(text, want);
+	ck_assert_int_eq(a.sin_port, local.sin_port);
+	ck_assert_int_eq(strata_peer_address(NULL, text, sizeof(text), NULL,
+	    NULL), -1);
+	ck_assert_int_eq(strata_peer_credentials(c->top, NULL, NULL, NULL),
+	    -1);
+	ck_assert_int_eq(strata_exit_status(c->top), -2);
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+/* ---- graceful close ---- */
+
+struct close_res {
+	int done;
+	int delivered;
+};
+
+static void
+on_closed(int delivered, void *arg)
+{
+	struct close_res *r = arg;
+
+	r->done = 1;
+	r->delivered = delivered;
+}
+
+START_TEST(close_delivers_everything)
+{
+	static unsigned char data[1 << 20];
+	struct event_base *base = event_base_new();
+	struct close_res r = {0, -1};
+	struct server s;
+	struct peer *c, *sp;
+	char stack[128];
+	size_t i;
+
+	th_pattern(data, sizeof(data), 0);
+	srv_setup(&s, base, "tcp://127.0.0.1:0", 0);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", s.port);
+	c = client_new(base, NULL, stack);
+	for (i = 0; i < sizeof(data); i += 65536)
+		bufferevent_write(c->top, data + i, 65536);
+	ck_assert_int_eq(strata_close(c->top, NULL, on_closed, &r), 0);
+	c->top = NULL;
+	sp = srv_wait_peer(&s);
+	th_run_until(base, &sp->eof, 5000, "EOF on the accepted side");
+	ck_assert_int_eq(sp->errors, 0);
+	ck_assert_uint_eq(sp->got_at_eof, sizeof(data));
+	ck_assert(!memcmp(evbuffer_pullup(sp->got, -1), data, sizeof(data)));
+	ck_assert_int_eq(r.done, 0); /* waits for the peer's EOF */
+	bufferevent_free(sp->top);
+	sp->top = NULL;
+	th_run_until(base, &r.done, 2000, "the close callback");
+	ck_assert_int_eq(r.delivered, 1);
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+/* ---- a listener under load ---- */
+
+static size_t
+heap_in_use(void)
+{
+	struct mallinfo2 mi = mallinfo2();
+
+	return mi.uordblks + mi.hblkhd;
+}
+
+/* One connection: connect, a line there and back, close. */
+static void
+one_round(struct event_base *base, struct server *s, const char *stack)
+{
+	struct peer *c = client_new(base, NULL, stack);
+
+	c->want = 5;
+	bufferevent_write(c->top, "ping\n", 5);
+	th_run_until(base, &c->enough, 2000, "the echoed line");
+	ck_assert(got_equals(c, "ping\n"));
+	peer_destroy(c);
+	(void)s;
+}
+
+START_TEST(listener_1000_connections)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	char stack[128];
+	size_t heap0, heap1;
+	int fds0, fds1, i, target;
+
+	srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
+	s.free_on_end = 1;
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
+	for (i = 0; i < 20; i++) /* warm up: lazily made state */
+		one_round(base, &s, stack);
+	th_run_until(base, &s.freed, 1000, "the warm-up closes");
+	target = 20;
+	while (s.freed < target)
+		th_run_for(base, 5);
+	fds0 = th_count_fds();
+	heap0 = heap_in_use();
+	for (i = 0; i < 1000; i++)
+		one_round(base, &s, stack);
+	target = 1020;
+	for (i = 0; i < 200 && s.freed < target; i++)
+		th_run_for(base, 10);
+	ck_assert_int_eq(s.accepted, 1020);
+	ck_assert_int_eq(s.freed, 1020);
+	fds1 = th_count_fds();
+	heap1 = heap_in_use();
+	ck_assert_msg(fds1 <= fds0 + 2, "fds grew from %d to %d", fds0, fds1);
+	ck_assert_msg(heap1 <= heap0 + 65536, "heap grew from %zu to %zu",
+	    heap0, heap1);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+/* ---- accept errors ---- */
+
+static long
+cpu_ms(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
+	    (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+}
+
+START_TEST(accept_emfile_pauses_and_resumes)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct rlimit old, low;
+	struct peer *c;
+	char stack[128];
+	int raw[3], i, next, during, setr;
+	long cpu0, cpu1;
+
+	srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
+	s.free_on_end = 1;
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
+	one_round(base, &s, stack);
+	th_run_until(base, &s.freed, 2000, "the first connection's end");
+	for (i = 0; i < 3; i++)
+		raw[i] = raw_connect(s.port);
+	usleep(20000);
+	/* no fd can be made now: accept fails with EMFILE */
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	next = open("/dev/null", O_RDONLY);
+	ck_assert_int_ge(next, 0);
+	close(next);
+	low = old;
+	low.rlim_cur = (rlim_t)next;
+	setr = setrlimit(RLIMIT_NOFILE, &low);
+	cpu0 = cpu_ms();
+	th_run_for(base, 400);
+	cpu1 = cpu_ms();
+	during = s.accepted;
+	/* restore before any check can fail (CK_FORK=no) */
+	setrlimit(RLIMIT_NOFILE, &old);
+	ck_assert_int_eq(setr, 0);
+	ck_assert_int_eq(during, 1);
+	/* paused, not spinning on the pending connections */
+	ck_assert_msg(cpu1 - cpu0 < 200, "%ld ms of CPU in 400 ms",
+	    cpu1 - cpu0);
+	/* resumes: a new connection is served */
+	c = client_new(base, NULL, stack);
+	c->want = 4;
+	bufferevent_write(c->top, "bye\n", 4);
+	th_run_until(base, &c->enough, 3000, "service after EMFILE");
+	ck_assert(got_equals(c, "bye\n"));
+	ck_assert_int_ge(s.accepted, 2);
+	peer_destroy(c);
+	for (i = 0; i < 3; i++)
+		close(raw[i]);
+	th_run_for(base, 50);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+int
+main(void)
+{
+	Suite *s = suite_create("transport-tcp");
+	TCase *tc;
+	SRunner *sr;
+	int failed;
+
+	tc = tcase_create("loopback");
+	tcase_add_test(tc, ipv4_lines_and_connected);
+	tcase_add_test(tc, ipv4_frames);
+	tcase_add_test(tc, ipv6_loopback);
+	tcase_add_test(tc, localhost_private_resolver);
+	tcase_add_test(tc, localhost_own_resolver);
+	tcase_add_test(tc, name_tries_each_address);
+	tcase_add_test(tc, name_all_addresses_refused);
+	tcase_add_test(tc, name_does_not_resolve);
+	tcase_add_test(tc, free_while_resolving_own_dns);
+	tcase_add_test(tc, free_while_resolving_private_dns);
+	tcase_add_test(tc, timeout_while_resolving);
+	tcase_add_test(tc, peer_address_both_sides);
+	tcase_add_test(tc, close_delivers_everything);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("listen");
+	tcase_add_test(tc, listen_port_zero_and_address);
+	tcase_add_test(tc, listen_any_empty_host);
+	tcase_add_test(tc, listen_any_ipv6);
+	tcase_add_test(tc, listen_address_in_use);
+	tcase_add_test(tc, listen_reuseport);
+	tcase_add_test(tc, listen_backlog_option);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("options");
+	tcase_add_test(tc, nodelay_default_and_off);
+	tcase_add_test(tc, keepalive_default_and_off);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("errors");
+	tcase_add_test(tc, connect_timeout);
+	tcase_add_test(tc, connect_refused);
+	tcase_add_loop_test(tc, malformed_addresses, 0,
+	    (int)(sizeof(bad_addrs) / sizeof(bad_addrs[0])));
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("load");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, listener_1000_connections);
+	tcase_add_test(tc, accept_emfile_pauses_and_resumes);
+	suite_add_tcase(s, tc);
+
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
