@@ -710,23 +710,25 @@ engine_output(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
 /* ---- re-running parked data (hooks on the top's ev_read/ev_write) ---- */
 
 static void
-rerun_input(struct strata_engine *e)
+input_pass(struct strata_engine *e, int full)
 {
 	struct bufferevent *top = e->top;
-	struct evbuffer *in = bufferevent_get_input(top);
+	struct evbuffer *in = e->top_in;
 	size_t before = evbuffer_get_length(in), low, high;
 	ev_ssize_t lim = -1;
 
-	if (e->failed || e->eof || e->closing ||
-	    !(bufferevent_get_enabled(top) & EV_READ))
+	if (e->failed || e->eof || e->closing)
 		return;
 	bufferevent_getwatermark(top, EV_READ, &low, &high);
-	if (high) {
-		if (before >= high)
-			return;
-		lim = top_limit(e, (ev_ssize_t)(high - before));
+	if (!(bufferevent_get_enabled(top) & EV_READ) ||
+	    (high && before >= high)) {
+		transport_read_update(e);
+		hooks_update(e);
+		return;
 	}
-	if (run_input(e, lim, BEV_NORMAL, 1) < 0) {
+	if (high)
+		lim = top_limit(e, (ev_ssize_t)(high - before));
+	if (run_input(e, lim, BEV_NORMAL, full) < 0) {
 		fail_after_data(e, evbuffer_get_length(in) > before);
 		return;
 	}
@@ -736,6 +738,13 @@ rerun_input(struct strata_engine *e)
 	if (evbuffer_get_length(in) > before)
 		bufferevent_trigger(top, EV_READ, 0);
 	(void)low;
+}
+
+/* Data parked in the engine may move now: call every layer. */
+static void
+rerun_input(struct strata_engine *e)
+{
+	input_pass(e, 1);
 }
 
 static void
@@ -828,9 +837,11 @@ wrap_r(struct bufferevent *t, void *arg)
 		e->t_in_seen = 0;
 		return;
 	}
-	e->orig_r(t, e->orig_arg);
-	/* Also when the top's reading is off and engine_input never ran. */
-	transport_read_update(e);
+	/* The engine's own read path rather than libevent's filter read
+	 * callback (orig_r): same checks (reading enabled, under the top's
+	 * high watermark), one pass, and the read callback when the top's
+	 * input grew. */
+	input_pass(e, 0);
 }
 
 static void

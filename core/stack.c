@@ -445,7 +445,7 @@ strata_spec_parse_(const char *s, int want_transport,
     struct strata_error *err)
 {
 	struct parser p = {.s = s, .err = err};
-	struct strata_spec *spec;
+	struct strata_spec *spec, *shrunk;
 
 	if (err)
 		memset(err, 0, sizeof(*err));
@@ -472,6 +472,11 @@ strata_spec_parse_(const char *s, int want_transport,
 		}
 	} else if (parse_filters(&p, spec, 1) < 0)
 		goto fail;
+	/* Each connection made from a string keeps its spec: give back the
+	 * unused filter slots (most stacks have one to three filters). */
+	if ((shrunk = realloc(spec, sizeof(*spec) +
+		 spec->n * sizeof(struct strata_spec_filter))) != NULL)
+		spec = shrunk;
 	return spec;
 fail:
 	options_clear(&p);
