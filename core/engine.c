@@ -115,6 +115,7 @@ struct strata_engine {
 	unsigned peer_eof : 1;
 	unsigned own_transport : 1;
 	unsigned rd_parked : 1;	  /* transport EV_READ off: input full */
+	unsigned flush_due : 1;	  /* a layer asked for a BEV_FLUSH pass */
 };
 
 static const struct timeval hook_now = {0, 1};
@@ -761,6 +762,15 @@ rerun_output(struct strata_engine *e)
 		e->wr_timed_out = 0;
 		bufferevent_enable(e->transport, EV_WRITE);
 	}
+	if (e->flush_due && take) {
+		/* the writer went idle: let each layer emit what it holds */
+		e->flush_due = 0;
+		if (run_output(e, transport_room(e), BEV_NORMAL, take) < 0 ||
+		    run_output(e, -1, BEV_FLUSH, take) < 0) {
+			raise_error(e);
+			return;
+		}
+	}
 	if (run_output(e, transport_room(e), BEV_NORMAL, take) < 0) {
 		raise_error(e);
 		return;
@@ -1401,6 +1411,17 @@ strata_layer_kick(struct strata_layer *l)
 		return;
 	event_active(&top->ev_write, EV_TIMEOUT, 1);
 	event_active(&top->ev_read, EV_TIMEOUT, 1);
+}
+
+void
+strata_layer_flush_later(struct strata_layer *l)
+{
+	struct strata_engine *e = l->engine;
+
+	if (e->flush_due || !e->top)
+		return;
+	e->flush_due = 1;
+	event_active(&e->top->ev_write, EV_TIMEOUT, 1);
 }
 
 void

@@ -166,6 +166,15 @@ STRATA_API void strata_layer_wrote_below(struct strata_layer *l);
 STRATA_API void strata_layer_kick(struct strata_layer *l);
 
 /**
+ * Ask for one BEV_FLUSH pass over the output side from the event loop, once
+ * the callbacks already due have run: what the user wrote in this turn of
+ * the loop is then complete, so a compressor can sync-flush once per burst
+ * instead of once per write (zlib's flush=auto). Repeated calls before the
+ * pass runs are one request.
+ */
+STRATA_API void strata_layer_flush_later(struct strata_layer *l);
+
+/**
  * Fail the layer: store "<name>: <message>" as the stack's error. The filter
  * function then returns BEV_ERROR; the engine raises BEV_EVENT_ERROR with
  * READING or WRITING on the top, once, and never calls the layer again.
