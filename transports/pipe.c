@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -337,6 +338,23 @@ fd_open(int fd)
 	return fcntl(fd, F_GETFD) >= 0;
 }
 
+/* epoll refuses regular files (EPERM); say so instead of a libevent
+ * warning and a stack that never reads. */
+static int
+fd_pollable(struct strata_conn *c, int fd, struct strata_error *err)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    strcmp(event_base_get_method(strata_conn_base(c)), "epoll"))
+		return 1;
+	strata_error_set(err, STRATA_ERR_INVALID,
+	    "fd %d is a regular file, which epoll cannot watch (use an event "
+	    "base without epoll: event_config_avoid_method(cfg, \"epoll\"))",
+	    fd);
+	return 0;
+}
+
 static struct bufferevent *
 pipe_connect(const void *cfgv, struct strata_conn *c, void **state,
     struct strata_error *err)
@@ -350,6 +368,8 @@ pipe_connect(const void *cfgv, struct strata_conn *c, void **state,
 			err->sys_errno = EBADF;
 		return NULL;
 	}
+	if (!fd_pollable(c, cfg->rfd, err) || !fd_pollable(c, cfg->wfd, err))
+		return NULL;
 	return pipe_open(cfg, c, cfg->rfd, cfg->wfd, 0, state, err);
 }
 

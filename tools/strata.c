@@ -1,0 +1,679 @@
+/*
+ * strata: the command-line tool. Stacks from the command line, no C:
+ *
+ *   strata proxy LISTEN_STACK TARGET_STACK   relay each connection
+ *   strata connect STACK                     stdin/stdout through a stack
+ *   strata listen STACK [--echo | --exec C]  serve connections
+ *   strata plugins                           transports and filters
+ *
+ * Relays keep back-pressure end to end (a side's reading stops while the
+ * other side's output is full) and half-close per direction (EOF on one
+ * side ends only that direction: the other side's filters finish and its
+ * write side shuts down, while the reverse direction keeps flowing).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+
+#include "strata/plugin.h"
+#include "strata/strata.h"
+
+/* Exit codes (documented in --help and strata.1). */
+enum {
+	EXIT_OK = 0,
+	EXIT_FAILURE_ = 1, /* a connection failed or ended with an error */
+	EXIT_USAGE = 2,	   /* bad command line or stack string */
+	EXIT_CONNECT = 3,  /* could not connect or listen */
+};
+
+/* Output of one side above this pauses reading on the other. */
+#define RELAY_HIGH (256 * 1024)
+#define RELAY_LOW (64 * 1024)
+
+struct opts {
+	int verbose, quiet, stats, echo, once;
+	const char *exec_cmd;
+	struct timeval idle_timeout;
+};
+
+static struct opts o = {
+	.idle_timeout = {0, 0},
+};
+static struct event_base *base;
+static struct evdns_base *dns;
+static int exit_code = EXIT_OK;
+static unsigned long conn_serial;
+
+static void
+logmsg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* level 0: errors (always), 1: normal, 2: -v */
+static void
+logmsg(int level, const char *fmt, ...)
+{
+	va_list ap;
+
+	if ((o.quiet && level > 0) || level > 1 + o.verbose)
+		return;
+	fputs("strata: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* ---- relaying two stacks ---- */
+
+struct side {
+	struct bufferevent *bev;
+	struct relay *r;
+	struct side *peer;
+	const char *name;	/* "client", "target", ... */
+	int eof;		/* this side's input ended */
+	int done;		/* its output was finished towards it */
+	uint64_t bytes_in;	/* read from this side */
+};
+
+struct relay {
+	unsigned long id;
+	struct side s[2];
+	struct timespec start;
+	int closing;
+	int failed;
+	int pending;	/* closes still running */
+	char why[STRATA_ERROR_MAX + 32];
+	void (*on_end)(struct relay *r);
+};
+
+static double
+elapsed(const struct timespec *start)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - start->tv_sec) +
+	    (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+static void
+print_stats(const char *what, struct bufferevent *bev)
+{
+	char buf[4096];
+
+	if (bev && strata_stats_format(bev, buf, sizeof(buf)) > 0)
+		fprintf(stderr, "%s:\n%s", what, buf);
+}
+
+/* Both sides' graceful closes finished: the relay is over. */
+static void
+relay_closed(int delivered, void *arg)
+{
+	struct relay *r = arg;
+
+	if (!delivered && !r->failed) {
+		r->failed = 1;
+		if (exit_code == EXIT_OK)
+			exit_code = EXIT_FAILURE_;
+	}
+	if (--r->pending)
+		return;
+	if (r->on_end)
+		r->on_end(r);
+	free(r);
+}
+
+static void
+relay_end(struct relay *r)
+{
+	int i;
+
+	logmsg(r->failed ? 0 : 1,
+	    "#%lu ended after %.3f s: %s -> %s %llu bytes, %s -> %s %llu "
+	    "bytes%s%s",
+	    r->id, elapsed(&r->start), r->s[0].name, r->s[1].name,
+	    (unsigned long long)r->s[0].bytes_in, r->s[1].name, r->s[0].name,
+	    (unsigned long long)r->s[1].bytes_in, r->why[0] ? ": " : "",
+	    r->why);
+	if (r->failed && exit_code == EXIT_OK)
+		exit_code = EXIT_FAILURE_;
+	r->pending = 2;
+	for (i = 0; i < 2; i++) {
+		struct bufferevent *bev = r->s[i].bev;
+		if (o.stats || o.verbose)
+			print_stats(r->s[i].name, bev);
+		/* graceful: what is still queued towards a side gets there */
+		if (r->failed || strata_close(bev, NULL, relay_closed, r) < 0) {
+			bufferevent_free(bev);
+			relay_closed(1, r);
+		}
+	}
+}
+
+/* Move what @p from read to its peer's output; pause when that is full. */
+static void
+relay_move(struct side *from)
+{
+	struct evbuffer *in = bufferevent_get_input(from->bev);
+	struct side *to = from->peer;
+
+	from->bytes_in += evbuffer_get_length(in);
+	if (to->done) { /* the peer's write side is over: drop */
+		evbuffer_drain(in, evbuffer_get_length(in));
+		return;
+	}
+	bufferevent_write_buffer(to->bev, in);
+	if (evbuffer_get_length(bufferevent_get_output(to->bev)) >=
+	    RELAY_HIGH)
+		bufferevent_disable(from->bev, EV_READ);
+}
+
+static void
+relay_read(struct bufferevent *bev, void *arg)
+{
+	relay_move(arg);
+}
+
+/* The peer's output drained below the low mark: resume reading. */
+static void
+relay_write(struct bufferevent *bev, void *arg)
+{
+	struct side *s = arg;
+
+	if (!s->peer->eof && !s->r->closing)
+		bufferevent_enable(s->peer->bev, EV_READ);
+}
+
+static void
+relay_fail(struct relay *r, struct side *s, const char *what)
+{
+	const char *msg = strata_last_error(s->bev);
+
+	r->failed = 1;
+	snprintf(r->why, sizeof(r->why), "%s %s: %s", s->name, what,
+	    msg ? msg : "error");
+	r->closing = 1;
+	relay_end(r);
+}
+
+/* Half-close: @p s ended its input; end that direction towards its peer. */
+static void
+relay_half_close(struct side *s)
+{
+	struct side *to = s->peer;
+
+	s->eof = 1;
+	relay_move(s);
+	if (!to->done) {
+		to->done = 1;
+		bufferevent_flush(to->bev, EV_WRITE, BEV_FINISHED);
+	}
+	if (to->eof) {
+		s->r->closing = 1;
+		relay_end(s->r);
+	}
+}
+
+static void
+relay_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct side *s = arg;
+
+	if (what & BEV_EVENT_CONNECTED) {
+		logmsg(2, "#%lu %s connected", s->r->id, s->name);
+		return;
+	}
+	if (what & BEV_EVENT_EOF) {
+		logmsg(2, "#%lu %s: end of stream", s->r->id, s->name);
+		relay_half_close(s);
+	} else if (what & BEV_EVENT_TIMEOUT)
+		relay_fail(s->r, s, "timed out");
+	else if (what & BEV_EVENT_ERROR)
+		relay_fail(s->r, s, "failed");
+}
+
+static struct relay *
+relay_new(struct bufferevent *a, const char *an, struct bufferevent *b,
+    const char *bn)
+{
+	struct relay *r = calloc(1, sizeof(*r));
+	int i;
+
+	if (!r)
+		return NULL;
+	r->id = ++conn_serial;
+	clock_gettime(CLOCK_MONOTONIC, &r->start);
+	r->s[0].bev = a;
+	r->s[0].name = an;
+	r->s[1].bev = b;
+	r->s[1].name = bn;
+	for (i = 0; i < 2; i++) {
+		struct side *s = &r->s[i];
+		s->r = r;
+		s->peer = &r->s[1 - i];
+		bufferevent_setcb(s->bev, relay_read, relay_write, relay_event,
+		    s);
+		bufferevent_setwatermark(s->bev, EV_WRITE, RELAY_LOW, 0);
+		if (o.idle_timeout.tv_sec || o.idle_timeout.tv_usec)
+			strata_set_timeouts(s->bev, &o.idle_timeout, NULL);
+		bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	}
+	return r;
+}
+
+/* ---- stack strings on the command line ---- */
+
+/* Print the string with a caret under the position of the error. */
+static void
+stack_error(const char *stack, const struct strata_error *err)
+{
+	fprintf(stderr, "strata: %s\n", err->message);
+	if (err->code == STRATA_ERR_SYNTAX || err->code == STRATA_ERR_OPTION ||
+	    err->code == STRATA_ERR_UNKNOWN) {
+		fprintf(stderr, "  %s\n  %*s^\n", stack, (int)err->position,
+		    "");
+	}
+}
+
+static int
+is_usage_error(const struct strata_error *err)
+{
+	return err->code == STRATA_ERR_SYNTAX ||
+	    err->code == STRATA_ERR_OPTION || err->code == STRATA_ERR_UNKNOWN;
+}
+
+static struct bufferevent *
+connect_stack(const char *stack)
+{
+	struct strata_error err;
+	struct bufferevent *bev = strata_connect(base, dns, stack,
+	    BEV_OPT_CLOSE_ON_FREE, &err);
+
+	if (!bev) {
+		stack_error(stack, &err);
+		exit_code = is_usage_error(&err) ? EXIT_USAGE : EXIT_CONNECT;
+	}
+	return bev;
+}
+
+/* ---- strata proxy ---- */
+
+struct proxy {
+	const char *target;
+};
+
+static void
+proxy_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
+{
+	struct proxy *p = arg;
+	struct bufferevent *t = connect_stack(p->target);
+	char peer[128] = "?";
+
+	(void)l;
+	strata_peer_address(top, peer, sizeof(peer), NULL, NULL);
+	if (!t) {
+		logmsg(0, "connection from %s: cannot start %s", peer,
+		    p->target);
+		exit_code = EXIT_OK; /* the proxy keeps serving */
+		bufferevent_free(top);
+		return;
+	}
+	if (!relay_new(top, "client", t, "target")) {
+		bufferevent_free(top);
+		bufferevent_free(t);
+		return;
+	}
+	logmsg(1, "#%lu accepted from %s", conn_serial, peer);
+}
+
+static struct strata_listener *
+listen_stack(const char *stack, strata_accept_fn cb, void *arg)
+{
+	struct strata_error err;
+	struct strata_listener *l = strata_listen(base, stack,
+	    BEV_OPT_CLOSE_ON_FREE, cb, arg, &err);
+	char addr[256];
+
+	if (!l) {
+		stack_error(stack, &err);
+		exit_code = is_usage_error(&err) ? EXIT_USAGE : EXIT_CONNECT;
+		return NULL;
+	}
+	if (strata_listener_address(l, addr, sizeof(addr), NULL, NULL) > 0)
+		logmsg(1, "listening on %s", addr);
+	return l;
+}
+
+static int
+cmd_proxy(int argc, char **argv)
+{
+	struct proxy p;
+	struct strata_listener *l;
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: strata proxy [options] LISTEN_STACK "
+				"TARGET_STACK\n");
+		return EXIT_USAGE;
+	}
+	p.target = argv[1];
+	if (!(l = listen_stack(argv[0], proxy_accept, &p)))
+		return exit_code;
+	event_base_dispatch(base);
+	strata_listener_free(l);
+	return exit_code;
+}
+
+/* ---- strata connect: stdin/stdout through a stack ---- */
+
+static void
+end_loop(struct relay *r)
+{
+	(void)r;
+	event_base_loopexit(base, NULL);
+}
+
+static struct bufferevent *
+stdio_stack(void)
+{
+	struct strata_error err;
+	struct bufferevent *bev = strata_connect(base, NULL, "pipe:stdio", 0,
+	    &err);
+
+	if (!bev)
+		logmsg(0, "standard input/output: %s", err.message);
+	return bev;
+}
+
+static int
+cmd_connect(int argc, char **argv)
+{
+	struct bufferevent *net, *io;
+	struct relay *r;
+
+	if (argc != 1) {
+		fprintf(stderr, "usage: strata connect [options] STACK\n");
+		return EXIT_USAGE;
+	}
+	if (!(net = connect_stack(argv[0])))
+		return exit_code;
+	if (!(io = stdio_stack())) {
+		bufferevent_free(net);
+		return EXIT_FAILURE_;
+	}
+	if (!(r = relay_new(io, "stdio", net, "remote")))
+		return EXIT_FAILURE_;
+	r->on_end = end_loop;
+	event_base_dispatch(base);
+	return exit_code;
+}
+
+/* ---- strata listen ---- */
+
+struct listen_ctx {
+	struct strata_listener *l;
+	int served;
+};
+
+static void
+echo_read(struct bufferevent *bev, void *arg)
+{
+	(void)arg;
+	bufferevent_write_buffer(bev, bufferevent_get_input(bev));
+}
+
+static void
+echo_event(struct bufferevent *bev, short what, void *arg)
+{
+	(void)arg;
+	if (what & BEV_EVENT_EOF)
+		strata_close(bev, NULL, NULL, NULL);
+	else if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+		logmsg(0, "echo: %s", strata_last_error(bev)
+		    ? strata_last_error(bev) : "timeout");
+		bufferevent_free(bev);
+	}
+}
+
+static void
+listen_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
+{
+	struct listen_ctx *c = arg;
+	struct bufferevent *other;
+	char peer[128] = "?", cmd[4096];
+	struct relay *r;
+
+	strata_peer_address(top, peer, sizeof(peer), NULL, NULL);
+	logmsg(1, "accepted from %s", peer);
+	if (o.echo) {
+		bufferevent_setcb(top, echo_read, NULL, echo_event, NULL);
+		bufferevent_enable(top, EV_READ | EV_WRITE);
+		return;
+	}
+	if (o.exec_cmd) {
+		snprintf(cmd, sizeof(cmd), "exec:%s", o.exec_cmd);
+		other = connect_stack(cmd);
+	} else {
+		/* one connection, relayed to stdin/stdout */
+		other = stdio_stack();
+		strata_listener_free(l);
+		c->l = NULL;
+	}
+	if (!other || !(r = relay_new(top, "client",
+			     other, o.exec_cmd ? "command" : "stdio"))) {
+		bufferevent_free(top);
+		if (other)
+			bufferevent_free(other);
+		if (!o.exec_cmd)
+			event_base_loopexit(base, NULL);
+		return;
+	}
+	if (!o.exec_cmd)
+		r->on_end = end_loop;
+}
+
+static int
+cmd_listen(int argc, char **argv)
+{
+	struct listen_ctx c = {0};
+
+	if (argc != 1) {
+		fprintf(stderr, "usage: strata listen [options] STACK "
+				"[--echo | --exec COMMAND]\n");
+		return EXIT_USAGE;
+	}
+	if (!(c.l = listen_stack(argv[0], listen_accept, &c)))
+		return exit_code;
+	event_base_dispatch(base);
+	strata_listener_free(c.l);
+	return exit_code;
+}
+
+/* ---- strata plugins ---- */
+
+static void
+print_options(const struct strata_option_doc *d)
+{
+	for (; d && d->key; d++)
+		printf("      %-12s %-10s %s\n", d->key,
+		    d->def && d->def[0] ? d->def : "-", d->help);
+}
+
+static int
+cmd_plugins(int argc, char **argv)
+{
+	const struct strata_transport_type *t[64];
+	const struct strata_filter_type *f[128];
+	size_t nt = strata_list_transports(t, 64), nf;
+	size_t i;
+
+	(void)argc;
+	(void)argv;
+	nf = strata_list_filters(f, 128);
+	printf("transports:\n");
+	for (i = 0; i < nt && i < 64; i++) {
+		printf("  %-10s %s\n", t[i]->name, t[i]->summary);
+		print_options(t[i]->options);
+	}
+	printf("filters:\n");
+	for (i = 0; i < nf && i < 128; i++) {
+		printf("  %-10s %s\n", f[i]->name, f[i]->summary);
+		print_options(f[i]->options);
+	}
+	return EXIT_OK;
+}
+
+/* ---- main ---- */
+
+static const char usage_text[] =
+    "usage: strata [--version] [--help] COMMAND [options] ARGS\n"
+    "\n"
+    "commands:\n"
+    "  proxy LISTEN_STACK TARGET_STACK   accept, connect, relay both ways\n"
+    "  connect STACK                     stdin/stdout through a stack\n"
+    "  listen STACK [--echo|--exec CMD]  serve each connection\n"
+    "  plugins                           transports, filters, options\n"
+    "\n"
+    "options:\n"
+    "  -v, --verbose        more detail (per-layer statistics at the end)\n"
+    "  -q, --quiet          errors only\n"
+    "  --stats              print each stack's per-layer table at the end\n"
+    "  --idle-timeout S     close a connection silent this long (off)\n"
+    "  --echo               listen: echo what each connection sends\n"
+    "  --exec COMMAND       listen: relay each connection to a command\n"
+    "\n"
+    "stacks: \"tcp://host:port | filter(key=value) | ...\", see\n"
+    "  strata plugins. Exit codes: 0 ok, 1 a connection ended with an\n"
+    "  error, 2 usage, 3 could not connect or listen.\n";
+
+static int
+parse_seconds(const char *s, struct timeval *tv)
+{
+	char *end;
+	double v = strtod(s, &end);
+
+	if (end == s || *end || v < 0 || v > 86400) {
+		fprintf(stderr, "strata: bad number of seconds '%s'\n", s);
+		return -1;
+	}
+	tv->tv_sec = (time_t)v;
+	tv->tv_usec = (suseconds_t)((v - (double)tv->tv_sec) * 1e6);
+	return 0;
+}
+
+static int
+parse_options(int argc, char **argv)
+{
+	static const struct option longs[] = {
+		{"verbose", no_argument, NULL, 'v'},
+		{"quiet", no_argument, NULL, 'q'},
+		{"stats", no_argument, NULL, 'S'},
+		{"echo", no_argument, NULL, 'E'},
+		{"exec", required_argument, NULL, 'X'},
+		{"idle-timeout", required_argument, NULL, 'I'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "vqh", longs, NULL)) != -1) {
+		switch (c) {
+		case 'v': o.verbose++; break;
+		case 'q': o.quiet = 1; break;
+		case 'S': o.stats = 1; break;
+		case 'E': o.echo = 1; break;
+		case 'X': o.exec_cmd = optarg; break;
+		case 'I':
+			if (parse_seconds(optarg, &o.idle_timeout) < 0)
+				return -1;
+			break;
+		case 'h': fputs(usage_text, stdout); exit(EXIT_OK);
+		default: return -1;
+		}
+	}
+	if (o.echo && o.exec_cmd) {
+		fprintf(stderr, "strata: --echo and --exec exclude each "
+				"other\n");
+		return -1;
+	}
+	return optind;
+}
+
+/* epoll cannot watch regular files: with stdio redirected from or to a
+ * file, use a backend that can (poll reports them always ready). */
+static struct event_base *
+new_base(void)
+{
+	struct event_config *cfg = event_config_new();
+	struct event_base *b;
+	struct stat st;
+	int i, regular = 0;
+
+	for (i = 0; i < 2; i++)
+		if (fstat(i, &st) == 0 && S_ISREG(st.st_mode))
+			regular = 1;
+	if (cfg && regular)
+		event_config_avoid_method(cfg, "epoll");
+	b = cfg ? event_base_new_with_config(cfg) : event_base_new();
+	if (cfg)
+		event_config_free(cfg);
+	return b;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct {
+		const char *name;
+		int (*fn)(int, char **);
+	} cmds[] = {
+		{"proxy", cmd_proxy},
+		{"connect", cmd_connect},
+		{"listen", cmd_listen},
+		{"plugins", cmd_plugins},
+	};
+	size_t i;
+	int first, rc;
+
+	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		fputs(usage_text, argc < 2 ? stderr : stdout);
+		return argc < 2 ? EXIT_USAGE : EXIT_OK;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("strata %s\n", strata_version());
+		return EXIT_OK;
+	}
+	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		if (!strcmp(argv[1], cmds[i].name))
+			break;
+	if (i == sizeof(cmds) / sizeof(cmds[0])) {
+		fprintf(stderr, "strata: unknown command '%s'\n%s", argv[1],
+		    usage_text);
+		return EXIT_USAGE;
+	}
+	optind = 1;
+	if ((first = parse_options(argc - 1, argv + 1)) < 0)
+		return EXIT_USAGE;
+	signal(SIGPIPE, SIG_IGN);
+	base = new_base();
+	dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+	if (!base) {
+		fprintf(stderr, "strata: cannot create an event base\n");
+		return EXIT_FAILURE_;
+	}
+	rc = cmds[i].fn(argc - 1 - first, argv + 1 + first);
+	if (dns)
+		evdns_base_free(dns, 0);
+	event_base_free(base);
+	return rc;
+}
