@@ -36,6 +36,7 @@
  * With @p lock NULL a filter takes its underlying's lock, or makes a new
  * one and gives it to the underlying too. */
 int bufferevent_enable_locking_(struct bufferevent *bufev, void *lock);
+void bufferevent_suspend_read_(struct bufferevent *bufev, ev_uint16_t what);
 void bufferevent_unsuspend_read_(struct bufferevent *bufev, ev_uint16_t what);
 #define STRATA_BEV_SUSPEND_FILT_READ 0x10 /* bufferevent-internal.h:76 */
 
@@ -116,6 +117,7 @@ struct strata_engine {
 	unsigned own_transport : 1;
 	unsigned rd_parked : 1;	  /* transport EV_READ off: input full */
 	unsigned flush_due : 1;	  /* a layer asked for a BEV_FLUSH pass */
+	unsigned handshaking : 1; /* a gating layer is not ready yet */
 };
 
 static const struct timeval hook_now = {0, 1};
@@ -478,7 +480,7 @@ run_input_chain(struct strata_engine *e, ev_ssize_t lim,
 			else
 				room = room_to_chain_end(src,
 				    room_in(dst, LAYER_CAP));
-			if (!room)
+			if (!room && !(l->gates && !l->ready))
 				continue;
 			r = layer_call(e, l, 0, src, dst, room, mode);
 			if (r < 0)
@@ -718,16 +720,19 @@ input_pass(struct strata_engine *e, int full)
 	size_t before = evbuffer_get_length(in), low, high;
 	ev_ssize_t lim = -1;
 
+	int rd = bufferevent_get_enabled(top) & EV_READ;
+
 	if (e->failed || e->eof || e->closing)
 		return;
 	bufferevent_getwatermark(top, EV_READ, &low, &high);
-	if (!(bufferevent_get_enabled(top) & EV_READ) ||
-	    (high && before >= high)) {
+	if ((!rd && !e->handshaking) || (rd && high && before >= high)) {
 		transport_read_update(e);
 		hooks_update(e);
 		return;
 	}
-	if (high)
+	if (!rd) /* handshaking: the layers talk, the user gets nothing */
+		lim = 0;
+	else if (high)
 		lim = top_limit(e, (ev_ssize_t)(high - before));
 	if (run_input(e, lim, BEV_NORMAL, full) < 0) {
 		fail_after_data(e, evbuffer_get_length(in) > before);
@@ -868,11 +873,39 @@ wrap_w(struct bufferevent *t, void *arg)
 
 static void start_layers(struct strata_engine *e);
 
+/*
+ * While a gating layer (TLS) has not finished its handshake, the transport
+ * reads even if the user has not enabled reading on the top (the top's
+ * EV_READ would otherwise keep the transport suspended): a client that
+ * only writes must still complete its handshake.
+ */
+static void
+handshake_update(struct strata_engine *e)
+{
+	int hs = 0;
+	size_t i;
+
+	for (i = 0; i < e->n && !hs; i++)
+		hs = e->layers[i]->gates && !e->layers[i]->ready;
+	if (hs == (int)e->handshaking || e->failed)
+		return;
+	e->handshaking = (unsigned)hs;
+	if (bufferevent_get_enabled(e->top) & EV_READ)
+		return;
+	if (hs)
+		bufferevent_unsuspend_read_(e->transport,
+		    STRATA_BEV_SUSPEND_FILT_READ);
+	else
+		bufferevent_suspend_read_(e->transport,
+		    STRATA_BEV_SUSPEND_FILT_READ);
+}
+
 static void
 send_connected(struct strata_engine *e)
 {
 	size_t i;
 
+	handshake_update(e);
 	if (!e->connected || e->connect_sent || e->failed)
 		return;
 	for (i = 0; i < e->n; i++)
