@@ -1638,7 +1638,10 @@ strata_close(struct bufferevent *top, const struct timeval *linger,
 		close_finish(e, 0);
 	} else {
 		bufferevent_enable(top, EV_READ | EV_WRITE);
-		bufferevent_enable(e->transport, EV_READ | EV_WRITE);
+		/* a timeout may have disabled the transport; after a
+		 * half-close its write side is gone (a pipe's fd is closed) */
+		bufferevent_enable(e->transport,
+		    e->shut_wr ? EV_READ : EV_READ | EV_WRITE);
 		bufferevent_flush(top, EV_WRITE, BEV_FINISHED);
 		if (e->failed)
 			close_finish(e, 0);

@@ -281,6 +281,140 @@ START_TEST(listen_exec_serves_a_command)
 }
 END_TEST
 
+
+static double
+now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int
+tcp_connect_port(int port)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sa.sin_port = htons((unsigned short)port);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+/* Read with a deadline: bytes read, 0 on EOF, -1 on timeout. */
+static ssize_t
+read_wait(int fd, char *buf, size_t len, int ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return read(fd, buf, len);
+}
+
+START_TEST(max_conns_refuses_the_extra_one)
+{
+	int port = free_port(), a, b, c;
+	char stack[64], buf[16];
+	char *argv[7];
+	pid_t pid;
+
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", port);
+	argv[0] = (char *)tool();
+	argv[1] = "listen";
+	argv[2] = stack;
+	argv[3] = "--echo";
+	argv[4] = "--max-conns";
+	argv[5] = "1";
+	argv[6] = NULL;
+	pid = spawn(argv);
+	wait_listening(port); /* that probe came and went */
+	usleep(100000);
+	a = tcp_connect_port(port);
+	ck_assert_int_eq(write(a, "x", 1), 1);
+	ck_assert_int_eq(read_wait(a, buf, sizeof(buf), 2000), 1);
+	b = tcp_connect_port(port);
+	ck_assert_int_eq(read_wait(b, buf, sizeof(buf), 2000), 0); /* refused */
+	close(b);
+	close(a);
+	usleep(200000);
+	c = tcp_connect_port(port);
+	ck_assert_int_eq(write(c, "y", 1), 1);
+	ck_assert_int_eq(read_wait(c, buf, sizeof(buf), 2000), 1);
+	close(c);
+	stop(pid);
+}
+END_TEST
+
+START_TEST(rate_limit_within_20_percent)
+{
+	int port = free_port();
+	char stack[64], cmd[1024];
+	char *argv[7];
+	double t0, t;
+	pid_t pid;
+
+	make_file("rate.txt", 1 << 20); /* about 0.8 MiB of text */
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", port);
+	argv[0] = (char *)tool();
+	argv[1] = "listen";
+	argv[2] = stack;
+	argv[3] = "--echo";
+	argv[4] = "--rate";
+	argv[5] = "400K";
+	argv[6] = NULL;
+	pid = spawn(argv);
+	wait_listening(port);
+	snprintf(cmd, sizeof(cmd), "%s connect %s < %s/rate.txt | cmp - %s/rate.txt",
+	    tool(), stack, tmpdir, tmpdir);
+	t0 = now_s();
+	ck_assert_int_eq(sh(cmd), 0);
+	t = now_s() - t0;
+	/* 851,968 bytes at 409,600 B/s: 2.08 s */
+	ck_assert_msg(t > 2.08 * 0.8 && t < 2.08 * 1.2,
+	    "took %.2f s, expected 2.08 s within 20%%", t);
+	stop(pid);
+}
+END_TEST
+
+START_TEST(sigterm_drains_a_transfer_in_flight)
+{
+	int p1 = free_port(), p2, st;
+	char s1[64], s2[64], cmd[1024];
+	char *argv1[5], *argv2[8];
+	pid_t echo, proxy;
+
+	make_file("drain.txt", 1 << 20);
+	snprintf(s1, sizeof(s1), "tcp://127.0.0.1:%d", p1);
+	argv1[0] = (char *)tool();
+	argv1[1] = "listen";
+	argv1[2] = s1;
+	argv1[3] = "--echo";
+	argv1[4] = NULL;
+	echo = spawn(argv1);
+	wait_listening(p1);
+	p2 = free_port();
+	snprintf(s2, sizeof(s2), "tcp://127.0.0.1:%d", p2);
+	argv2[0] = (char *)tool();
+	argv2[1] = "proxy";
+	argv2[2] = "--rate";
+	argv2[3] = "1M";
+	argv2[4] = s2;
+	argv2[5] = s1;
+	argv2[6] = NULL;
+	proxy = spawn(argv2);
+	wait_listening(p2);
+	snprintf(cmd, sizeof(cmd),
+	    "(sleep 0.3; kill -TERM %d) & %s connect %s < %s/drain.txt | "
+	    "cmp - %s/drain.txt", (int)proxy, tool(), s2, tmpdir, tmpdir);
+	ck_assert_int_eq(sh(cmd), 0);
+	ck_assert_int_eq(waitpid(proxy, &st, 0), proxy);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	stop(echo);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -302,6 +436,9 @@ main(void)
 	tcase_add_test(tc, refused_connection_exit_code);
 	tcase_add_test(tc, port_in_use_exit_code);
 	tcase_add_test(tc, listen_exec_serves_a_command);
+	tcase_add_test(tc, max_conns_refuses_the_extra_one);
+	tcase_add_test(tc, rate_limit_within_20_percent);
+	tcase_add_test(tc, sigterm_drains_a_transfer_in_flight);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

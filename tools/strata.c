@@ -43,18 +43,30 @@ enum {
 #define RELAY_LOW (64 * 1024)
 
 struct opts {
-	int verbose, quiet, stats, echo, once;
+	int verbose, quiet, stats, echo;
 	const char *exec_cmd;
-	struct timeval idle_timeout;
+	struct timeval idle_timeout, drain_timeout;
+	unsigned long max_conns;
+	uint64_t rate, rate_total;
 };
 
 static struct opts o = {
-	.idle_timeout = {0, 0},
+	.drain_timeout = {30, 0},
 };
 static struct event_base *base;
 static struct evdns_base *dns;
 static int exit_code = EXIT_OK;
 static unsigned long conn_serial;
+
+/* Serving state of proxy and listen: connection count, limits, drain. */
+static struct {
+	struct strata_listener *l;
+	unsigned long live;
+	int draining;
+	struct ev_token_bucket_cfg *rate;
+	struct ev_token_bucket_cfg *rate_total_cfg;
+	struct bufferevent_rate_limit_group *total;
+} srv;
 
 static void
 logmsg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -243,6 +255,16 @@ relay_event(struct bufferevent *bev, short what, void *arg)
 		relay_fail(s->r, s, "failed");
 }
 
+/* --rate on each stack, --rate-total for all together. */
+static void
+apply_limits(struct bufferevent *bev)
+{
+	if (srv.rate)
+		strata_set_rate_limit(bev, srv.rate);
+	if (srv.total)
+		strata_set_rate_limit_group(bev, srv.total);
+}
+
 static struct relay *
 relay_new(struct bufferevent *a, const char *an, struct bufferevent *b,
     const char *bn)
@@ -267,6 +289,7 @@ relay_new(struct bufferevent *a, const char *an, struct bufferevent *b,
 		bufferevent_setwatermark(s->bev, EV_WRITE, RELAY_LOW, 0);
 		if (o.idle_timeout.tv_sec || o.idle_timeout.tv_usec)
 			strata_set_timeouts(s->bev, &o.idle_timeout, NULL);
+		apply_limits(s->bev);
 		bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	}
 	return r;
@@ -307,35 +330,7 @@ connect_stack(const char *stack)
 	return bev;
 }
 
-/* ---- strata proxy ---- */
-
-struct proxy {
-	const char *target;
-};
-
-static void
-proxy_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
-{
-	struct proxy *p = arg;
-	struct bufferevent *t = connect_stack(p->target);
-	char peer[128] = "?";
-
-	(void)l;
-	strata_peer_address(top, peer, sizeof(peer), NULL, NULL);
-	if (!t) {
-		logmsg(0, "connection from %s: cannot start %s", peer,
-		    p->target);
-		exit_code = EXIT_OK; /* the proxy keeps serving */
-		bufferevent_free(top);
-		return;
-	}
-	if (!relay_new(top, "client", t, "target")) {
-		bufferevent_free(top);
-		bufferevent_free(t);
-		return;
-	}
-	logmsg(1, "#%lu accepted from %s", conn_serial, peer);
-}
+/* ---- serving: admission, release, graceful stop ---- */
 
 static struct strata_listener *
 listen_stack(const char *stack, strata_accept_fn cb, void *arg)
@@ -355,11 +350,129 @@ listen_stack(const char *stack, strata_accept_fn cb, void *arg)
 	return l;
 }
 
+
+/* A connection may start unless --max-conns are live (then refused). */
+static int
+admit(struct bufferevent *top)
+{
+	char peer[128] = "?";
+
+	if (srv.draining || (o.max_conns && srv.live >= o.max_conns)) {
+		strata_peer_address(top, peer, sizeof(peer), NULL, NULL);
+		logmsg(1, "refused %s: %s", peer, srv.draining
+		    ? "shutting down" : "--max-conns reached");
+		bufferevent_free(top);
+		return 0;
+	}
+	srv.live++;
+	return 1;
+}
+
+static void
+release(void)
+{
+	if (srv.live)
+		srv.live--;
+	if (srv.draining && !srv.live)
+		event_base_loopexit(base, NULL);
+}
+
+static void
+relay_released(struct relay *r)
+{
+	(void)r;
+	release();
+}
+
+/* SIGTERM/SIGINT: stop accepting, let connections finish within
+ * --drain-timeout; a second signal exits at once. */
+static void
+on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	if (srv.draining) {
+		logmsg(1, "second signal: exiting now");
+		event_base_loopbreak(base);
+		return;
+	}
+	srv.draining = 1;
+	logmsg(1, "signal %d: no new connections; %lu still running, "
+		  "waiting up to %ld s", (int)sig, srv.live,
+	    (long)o.drain_timeout.tv_sec);
+	strata_listener_free(srv.l);
+	srv.l = NULL;
+	if (!srv.live)
+		event_base_loopexit(base, NULL);
+	else
+		event_base_loopexit(base, &o.drain_timeout);
+}
+
+/* Listen, run until a signal drains the server, clean up. */
+static int
+serve(const char *stack, strata_accept_fn cb, void *arg)
+{
+	struct event *sig[2];
+	int i;
+
+	if (!(srv.l = listen_stack(stack, cb, arg)))
+		return exit_code;
+	sig[0] = evsignal_new(base, SIGTERM, on_signal, NULL);
+	sig[1] = evsignal_new(base, SIGINT, on_signal, NULL);
+	for (i = 0; i < 2; i++)
+		if (sig[i])
+			evsignal_add(sig[i], NULL);
+	event_base_dispatch(base);
+	for (i = 0; i < 2; i++)
+		if (sig[i])
+			event_free(sig[i]);
+	strata_listener_free(srv.l);
+	srv.l = NULL;
+	return exit_code;
+}
+
+/* ---- strata proxy ---- */
+
+struct proxy {
+	const char *target;
+};
+
+static void
+proxy_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
+{
+	struct proxy *p = arg;
+	struct bufferevent *t;
+	char peer[128] = "?";
+
+	struct relay *r;
+
+	(void)l;
+	if (!admit(top))
+		return;
+	strata_peer_address(top, peer, sizeof(peer), NULL, NULL);
+	t = connect_stack(p->target);
+	if (!t) {
+		logmsg(0, "connection from %s: cannot start %s", peer,
+		    p->target);
+		exit_code = EXIT_OK; /* the proxy keeps serving */
+		bufferevent_free(top);
+		release();
+		return;
+	}
+	if (!(r = relay_new(top, "client", t, "target"))) {
+		bufferevent_free(top);
+		bufferevent_free(t);
+		release();
+		return;
+	}
+	r->on_end = relay_released;
+	logmsg(1, "#%lu accepted from %s", conn_serial, peer);
+}
+
 static int
 cmd_proxy(int argc, char **argv)
 {
 	struct proxy p;
-	struct strata_listener *l;
 
 	if (argc != 2) {
 		fprintf(stderr, "usage: strata proxy [options] LISTEN_STACK "
@@ -367,11 +480,7 @@ cmd_proxy(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	p.target = argv[1];
-	if (!(l = listen_stack(argv[0], proxy_accept, &p)))
-		return exit_code;
-	event_base_dispatch(base);
-	strata_listener_free(l);
-	return exit_code;
+	return serve(argv[0], proxy_accept, &p);
 }
 
 /* ---- strata connect: stdin/stdout through a stack ---- */
@@ -420,11 +529,6 @@ cmd_connect(int argc, char **argv)
 
 /* ---- strata listen ---- */
 
-struct listen_ctx {
-	struct strata_listener *l;
-	int served;
-};
-
 static void
 echo_read(struct bufferevent *bev, void *arg)
 {
@@ -433,30 +537,44 @@ echo_read(struct bufferevent *bev, void *arg)
 }
 
 static void
+echo_closed(int delivered, void *arg)
+{
+	(void)delivered;
+	(void)arg;
+	release();
+}
+
+static void
 echo_event(struct bufferevent *bev, short what, void *arg)
 {
 	(void)arg;
 	if (what & BEV_EVENT_EOF)
-		strata_close(bev, NULL, NULL, NULL);
+		strata_close(bev, NULL, echo_closed, NULL);
 	else if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
 		logmsg(0, "echo: %s", strata_last_error(bev)
 		    ? strata_last_error(bev) : "timeout");
 		bufferevent_free(bev);
+		release();
 	}
 }
 
 static void
 listen_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
 {
-	struct listen_ctx *c = arg;
 	struct bufferevent *other;
 	char peer[128] = "?", cmd[4096];
 	struct relay *r;
 
+	(void)arg;
+	if (!admit(top))
+		return;
 	strata_peer_address(top, peer, sizeof(peer), NULL, NULL);
 	logmsg(1, "accepted from %s", peer);
 	if (o.echo) {
 		bufferevent_setcb(top, echo_read, NULL, echo_event, NULL);
+		if (o.idle_timeout.tv_sec || o.idle_timeout.tv_usec)
+			strata_set_timeouts(top, &o.idle_timeout, NULL);
+		apply_limits(top);
 		bufferevent_enable(top, EV_READ | EV_WRITE);
 		return;
 	}
@@ -467,36 +585,30 @@ listen_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
 		/* one connection, relayed to stdin/stdout */
 		other = stdio_stack();
 		strata_listener_free(l);
-		c->l = NULL;
+		srv.l = NULL;
 	}
 	if (!other || !(r = relay_new(top, "client",
 			     other, o.exec_cmd ? "command" : "stdio"))) {
 		bufferevent_free(top);
 		if (other)
 			bufferevent_free(other);
+		release();
 		if (!o.exec_cmd)
 			event_base_loopexit(base, NULL);
 		return;
 	}
-	if (!o.exec_cmd)
-		r->on_end = end_loop;
+	r->on_end = o.exec_cmd ? relay_released : end_loop;
 }
 
 static int
 cmd_listen(int argc, char **argv)
 {
-	struct listen_ctx c = {0};
-
 	if (argc != 1) {
 		fprintf(stderr, "usage: strata listen [options] STACK "
 				"[--echo | --exec COMMAND]\n");
 		return EXIT_USAGE;
 	}
-	if (!(c.l = listen_stack(argv[0], listen_accept, &c)))
-		return exit_code;
-	event_base_dispatch(base);
-	strata_listener_free(c.l);
-	return exit_code;
+	return serve(argv[0], listen_accept, NULL);
 }
 
 /* ---- strata plugins ---- */
@@ -549,6 +661,11 @@ static const char usage_text[] =
     "  -q, --quiet          errors only\n"
     "  --stats              print each stack's per-layer table at the end\n"
     "  --idle-timeout S     close a connection silent this long (off)\n"
+    "  --max-conns N        refuse connections beyond N at once\n"
+    "  --rate BYTES         per connection and direction, e.g. 1M\n"
+    "  --rate-total BYTES   all connections together\n"
+    "  --drain-timeout S    on SIGTERM/SIGINT, wait this long for running\n"
+    "                       connections (30); a second signal exits now\n"
     "  --echo               listen: echo what each connection sends\n"
     "  --exec COMMAND       listen: relay each connection to a command\n"
     "\n"
@@ -571,6 +688,30 @@ parse_seconds(const char *s, struct timeval *tv)
 	return 0;
 }
 
+/* A count or a byte rate: digits with an optional K, M or G (1024s). */
+static int
+parse_bytes(const char *s, const char *what, uint64_t *out)
+{
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	unsigned shift = 0;
+
+	if (*end == 'K' || *end == 'k')
+		shift = 10;
+	else if (*end == 'M' || *end == 'm')
+		shift = 20;
+	else if (*end == 'G' || *end == 'g')
+		shift = 30;
+	if (end == s || s[0] == '-' || (shift ? end[1] : end[0]) || !v ||
+	    v > (UINT64_MAX >> shift)) {
+		fprintf(stderr, "strata: bad value '%s' for %s (a positive "
+				"number, K/M/G allowed)\n", s, what);
+		return -1;
+	}
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
 static int
 parse_options(int argc, char **argv)
 {
@@ -581,9 +722,14 @@ parse_options(int argc, char **argv)
 		{"echo", no_argument, NULL, 'E'},
 		{"exec", required_argument, NULL, 'X'},
 		{"idle-timeout", required_argument, NULL, 'I'},
+		{"drain-timeout", required_argument, NULL, 'D'},
+		{"max-conns", required_argument, NULL, 'M'},
+		{"rate", required_argument, NULL, 'R'},
+		{"rate-total", required_argument, NULL, 'T'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
+	uint64_t v;
 	int c;
 
 	while ((c = getopt_long(argc, argv, "vqh", longs, NULL)) != -1) {
@@ -595,6 +741,24 @@ parse_options(int argc, char **argv)
 		case 'X': o.exec_cmd = optarg; break;
 		case 'I':
 			if (parse_seconds(optarg, &o.idle_timeout) < 0)
+				return -1;
+			break;
+		case 'D':
+			if (parse_seconds(optarg, &o.drain_timeout) < 0)
+				return -1;
+			break;
+		case 'M':
+			if (parse_bytes(optarg, "--max-conns", &v) < 0)
+				return -1;
+			o.max_conns = (unsigned long)v;
+			break;
+		case 'R':
+			if (parse_bytes(optarg, "--rate", &o.rate) < 0)
+				return -1;
+			break;
+		case 'T':
+			if (parse_bytes(optarg, "--rate-total",
+				&o.rate_total) < 0)
 				return -1;
 			break;
 		case 'h': fputs(usage_text, stdout); exit(EXIT_OK);
@@ -628,6 +792,33 @@ new_base(void)
 	if (cfg)
 		event_config_free(cfg);
 	return b;
+}
+
+/* Token buckets refilled every 50 ms, bursts of one refill. */
+static struct ev_token_bucket_cfg *
+bucket(uint64_t rate)
+{
+	static const struct timeval tick = {0, 50000};
+	size_t per_tick = (size_t)(rate / 20 ? rate / 20 : 1);
+
+	return ev_token_bucket_cfg_new(per_tick, per_tick, per_tick,
+	    per_tick, &tick);
+}
+
+static int
+setup_limits(void)
+{
+	if (o.rate && !(srv.rate = bucket(o.rate)))
+		return -1;
+	if (o.rate_total) {
+		srv.rate_total_cfg = bucket(o.rate_total);
+		srv.total = srv.rate_total_cfg
+		    ? bufferevent_rate_limit_group_new(base, srv.rate_total_cfg)
+		    : NULL;
+		if (!srv.total)
+			return -1;
+	}
+	return 0;
 }
 
 int
@@ -671,7 +862,15 @@ main(int argc, char **argv)
 		fprintf(stderr, "strata: cannot create an event base\n");
 		return EXIT_FAILURE_;
 	}
+	if (setup_limits() < 0)
+		return EXIT_FAILURE_;
 	rc = cmds[i].fn(argc - 1 - first, argv + 1 + first);
+	if (srv.total)
+		bufferevent_rate_limit_group_free(srv.total);
+	if (srv.rate)
+		ev_token_bucket_cfg_free(srv.rate);
+	if (srv.rate_total_cfg)
+		ev_token_bucket_cfg_free(srv.rate_total_cfg);
 	if (dns)
 		evdns_base_free(dns, 0);
 	event_base_free(base);
