@@ -588,7 +588,8 @@ maybe_shutdown(struct strata_engine *e)
 {
 	evutil_socket_t fd;
 
-	if (!e->out_finished || e->shut_wr || e->failed ||
+	/* a handshaking layer still has to send its part */
+	if (!e->out_finished || e->shut_wr || e->failed || e->handshaking ||
 	    evbuffer_get_length(e->t_out) ||
 	    output_held_below(e) ||
 	    evbuffer_get_length(e->top_out))
@@ -656,7 +657,7 @@ engine_input(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
 
 	if (e->failed)
 		return BEV_ERROR;
-	if (e->closing) {
+	if (e->closing && !e->handshaking) {
 		evbuffer_drain(src, evbuffer_get_length(src));
 		return BEV_NEED_MORE;
 	}
@@ -722,7 +723,7 @@ input_pass(struct strata_engine *e, int full)
 
 	int rd = bufferevent_get_enabled(top) & EV_READ;
 
-	if (e->failed || e->eof || e->closing)
+	if (e->failed || e->eof || (e->closing && !e->handshaking))
 		return;
 	bufferevent_getwatermark(top, EV_READ, &low, &high);
 	if ((!rd && !e->handshaking) || (rd && high && before >= high)) {
@@ -846,7 +847,9 @@ wrap_r(struct bufferevent *t, void *arg)
 
 	if (e->failed)
 		return;
-	if (e->closing) {
+	/* closing: input is dropped, unless a layer still needs it to
+	 * finish its handshake (strata_close() right after connect) */
+	if (e->closing && !e->handshaking) {
 		count_wire_in(e);
 		evbuffer_drain(e->t_in, evbuffer_get_length(e->t_in));
 		e->t_in_seen = 0;
@@ -1409,6 +1412,17 @@ struct bufferevent *
 strata_layer_top(struct strata_layer *l)
 {
 	return l->engine->top;
+}
+
+const char *
+strata_layer_peer_name(struct strata_layer *l)
+{
+	struct strata_engine *e = l->engine;
+
+	if (e->role != STRATA_ROLE_CLIENT || !e->tport || !e->tport->host ||
+	    !e->tstate)
+		return NULL;
+	return e->tport->host(e->tstate);
 }
 
 struct event_base *

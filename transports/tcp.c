@@ -508,6 +508,14 @@ tcp_stats(const void *state, struct strata_stats_sink *sink)
 	strata_stat(sink, "nodelay", "%s", st->cfg->nodelay ? "yes" : "no");
 }
 
+static const char *
+tcp_host(void *state)
+{
+	const struct tcp_state *st = state;
+
+	return st->cfg->host[0] ? st->cfg->host : NULL;
+}
+
 const struct strata_transport_type strata_tcp_transport_ = {
 	.name = "tcp",
 	.summary = "TCP over IPv4 and IPv6; names resolved through evdns",
@@ -521,4 +529,5 @@ const struct strata_transport_type strata_tcp_transport_ = {
 	.peer = tcp_peer,
 	.destroy = tcp_destroy,
 	.stats = tcp_stats,
+	.host = tcp_host,
 };

@@ -142,6 +142,14 @@ STRATA_API enum strata_role strata_layer_role(const struct strata_layer *l);
 /** The stack's top bufferevent. */
 STRATA_API struct bufferevent *strata_layer_top(struct strata_layer *l);
 
+/**
+ * The host name or address the stack connected to, as written in the
+ * stack string ("example.com" for tcp://example.com:443), for a TLS
+ * client's SNI and certificate check; NULL for accepted stacks and
+ * transports without a host (unix:, pipe:, exec:, strata_push()).
+ */
+STRATA_API const char *strata_layer_peer_name(struct strata_layer *l);
+
 /** The event base of the stack. */
 STRATA_API struct event_base *strata_layer_base(struct strata_layer *l);
 
@@ -238,6 +246,8 @@ struct strata_transport_type {
 	    int *salen);
 	void (*destroy)(void *state);		/* free per-connection state */
 	void (*stats)(const void *state, struct strata_stats_sink *sink);
+	/* the host a connecting stack was asked to reach, or NULL */
+	const char *(*host)(void *state);
 };
 
 /** Register a transport type (name: [a-z0-9_-]+, unique). */

@@ -1,0 +1,1900 @@
+/*
+ * The tls filter against real peers: strata on both ends, openssl s_server
+ * and s_client as child processes, and a raw OpenSSL client driven by the
+ * test (truncated records, abrupt closes, renegotiation). TLS 1.2 and 1.3,
+ * every verification failure, mutual TLS, ALPN, SNI, close_notify both
+ * ways and truncation, TLS over unix sockets and pipes, TLS inside TLS,
+ * bad input and bad options.
+ *
+ * Certificates are made at start-up with the OpenSSL API in a temporary
+ * directory (a root CA, an intermediate, a server chain for localhost,
+ * 127.0.0.1 and ::1, an expired and a not-yet-valid one, a client
+ * certificate, an unrelated CA) and removed at the end.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <event2/http.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "helpers.h"
+
+static char tmpdir[64];
+
+/* "<tmpdir>/<name>" in one of eight rotating static buffers. */
+static const char *
+P(const char *name)
+{
+	static char buf[8][192];
+	static int i;
+
+	i = (i + 1) % 8;
+	snprintf(buf[i], sizeof(buf[i]), "%s/%s", tmpdir, name);
+	return buf[i];
+}
+
+/* ---- certificates, made once (before any test runs) ---- */
+
+#define NEED(x)                                                              \
+	do {                                                                 \
+		if (!(x)) {                                                  \
+			fprintf(stderr, "%s:%d: setup failed: %s\n",         \
+			    __FILE__, __LINE__, #x);                         \
+			ERR_print_errors_fp(stderr);                         \
+			exit(1);                                             \
+		}                                                            \
+	} while (0)
+
+
+struct made {
+	X509 *cert;
+	EVP_PKEY *key;
+};
+
+static void
+write_pem(const char *name, X509 *const *certs, int n, EVP_PKEY *key)
+{
+	FILE *f = fopen(P(name), "w");
+	int i;
+
+	NEED(f);
+	for (i = 0; i < n; i++)
+		NEED(PEM_write_X509(f, certs[i]));
+	if (key)
+		NEED(PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL,
+		    NULL));
+	fclose(f);
+}
+
+static void
+add_ext(X509 *x, X509 *issuer, int nid, const char *value)
+{
+	X509V3_CTX v3;
+	X509_EXTENSION *ext;
+
+	X509V3_set_ctx_nodb(&v3);
+	X509V3_set_ctx(&v3, issuer, x, NULL, NULL, 0);
+	ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
+	NEED(ext);
+	NEED(X509_add_ext(x, ext, -1));
+	X509_EXTENSION_free(ext);
+}
+
+/* A certificate for @p cn, signed by @p by (itself if NULL), valid from
+ * now + @p from to now + @p to seconds. */
+static struct made
+make_cert(const char *cn, const char *san, const struct made *by, long from,
+    long to, int ca)
+{
+	static long serial = 1000;
+	struct made m;
+	X509_NAME *n;
+
+	m.key = EVP_EC_gen("P-256");
+	m.cert = X509_new();
+	NEED(m.key && m.cert);
+	ASN1_INTEGER_set(X509_get_serialNumber(m.cert), serial++);
+	X509_set_version(m.cert, 2);
+	X509_gmtime_adj(X509_getm_notBefore(m.cert), from);
+	X509_gmtime_adj(X509_getm_notAfter(m.cert), to);
+	X509_set_pubkey(m.cert, m.key);
+	n = X509_get_subject_name(m.cert);
+	X509_NAME_add_entry_by_txt(n, "O", MBSTRING_ASC,
+	    (const unsigned char *)"strata test", -1, -1, 0);
+	X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC,
+	    (const unsigned char *)cn, -1, -1, 0);
+	X509_set_issuer_name(m.cert,
+	    by ? X509_get_subject_name(by->cert) : n);
+	add_ext(m.cert, by ? by->cert : m.cert, NID_basic_constraints,
+	    ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
+	add_ext(m.cert, by ? by->cert : m.cert, NID_key_usage,
+	    ca ? "critical,keyCertSign,cRLSign"
+	       : "critical,digitalSignature");
+	add_ext(m.cert, by ? by->cert : m.cert, NID_subject_key_identifier,
+	    "hash");
+	if (san)
+		add_ext(m.cert, by ? by->cert : m.cert, NID_subject_alt_name,
+		    san);
+	NEED(X509_sign(m.cert, by ? by->key : m.key, EVP_sha256()));
+	return m;
+}
+
+static void
+made_free(struct made *m)
+{
+	X509_free(m->cert);
+	EVP_PKEY_free(m->key);
+}
+
+/* The pin of @p key: "sha256:<hex>". */
+static char srv_pin_hex[80];
+
+static void
+pin_of(EVP_PKEY *key, char *out, size_t len)
+{
+	unsigned char *der = NULL, md[32];
+	int n = i2d_PUBKEY(key, &der), i;
+
+	NEED(n > 0);
+	EVP_Digest(der, (size_t)n, md, NULL, EVP_sha256(), NULL);
+	OPENSSL_free(der);
+	snprintf(out, len, "sha256:");
+	for (i = 0; i < 32; i++)
+		snprintf(out + 7 + 2 * i, len - 7 - 2 * (size_t)i, "%02x",
+		    md[i]);
+}
+
+static void
+make_certs(void)
+{
+	const char *local = "DNS:localhost,IP:127.0.0.1,IP:::1";
+	struct made root, inter, srv, exp, fut, cli, other, stray, alt;
+	X509 *chain[2];
+	FILE *f;
+
+	root = make_cert("strata test root", NULL, NULL, -3600, 86400, 1);
+	inter = make_cert("strata test intermediate", NULL, &root, -3600,
+	    86400, 1);
+	srv = make_cert("localhost", local, &inter, -3600, 86400, 0);
+	exp = make_cert("localhost", local, &root, -7200, -3600, 0);
+	fut = make_cert("localhost", local, &root, 86400, 2 * 86400, 0);
+	cli = make_cert("strata client", NULL, &root, -3600, 86400, 0);
+	other = make_cert("some other CA", NULL, NULL, -3600, 86400, 1);
+	stray = make_cert("stray", NULL, NULL, -3600, 86400, 0);
+	alt = make_cert("other.example", "DNS:other.example", &root, -3600,
+	    86400, 0);
+	write_pem("alt.pem", &alt.cert, 1, alt.key);
+	write_pem("ca.pem", &root.cert, 1, NULL);
+	write_pem("inter.pem", &inter.cert, 1, NULL);
+	chain[0] = root.cert;
+	chain[1] = inter.cert;
+	write_pem("ca-inter.pem", chain, 2, NULL);
+	write_pem("other-ca.pem", &other.cert, 1, NULL);
+	chain[0] = srv.cert;
+	chain[1] = inter.cert;
+	write_pem("srv.pem", chain, 2, NULL);
+	write_pem("srv.key", NULL, 0, srv.key);
+	write_pem("srv-all.pem", chain, 2, srv.key);
+	write_pem("expired.pem", &exp.cert, 1, exp.key);
+	write_pem("future.pem", &fut.cert, 1, fut.key);
+	write_pem("client.pem", &cli.cert, 1, NULL);
+	write_pem("client.key", NULL, 0, cli.key);
+	write_pem("stray.key", NULL, 0, stray.key);
+	pin_of(srv.key, srv_pin_hex, sizeof(srv_pin_hex));
+	f = fopen(P("garbage.pem"), "w");
+	NEED(f);
+	fputs("-----BEGIN CERTIFICATE-----\nnot base64 at all\n"
+	      "-----END CERTIFICATE-----\n", f);
+	fclose(f);
+	made_free(&root);
+	made_free(&inter);
+	made_free(&srv);
+	made_free(&exp);
+	made_free(&fut);
+	made_free(&cli);
+	made_free(&other);
+	made_free(&stray);
+	made_free(&alt);
+}
+
+static int
+rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* The server's stack options: a chain through an intermediate. */
+#define SRV_OPTS "cert=%s/srv.pem, key=%s/srv.key"
+
+/* ---- one end of a connection: records events, may echo ---- */
+
+struct peer {
+	struct bufferevent *top;
+	struct evbuffer *got;
+	size_t want;
+	int enough;
+	int connected, eof, errors;
+	int connected_done; /* the layer was done when CONNECTED came */
+	int echo;
+	int *live;	/* set: free itself at EOF or error, count down */
+	char err[STRATA_ERROR_MAX];
+};
+
+static void
+peer_read(struct bufferevent *bev, void *arg)
+{
+	struct peer *p = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	if (p->echo)
+		bufferevent_write_buffer(bev, in);
+	else
+		evbuffer_add_buffer(p->got, in);
+	if (p->want && evbuffer_get_length(p->got) >= p->want)
+		p->enough = 1;
+}
+
+static void
+peer_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct peer *p = arg;
+	const char *m;
+	char d[512];
+
+	if (what & BEV_EVENT_CONNECTED) {
+		p->connected++;
+		strata_layer_describe(bev, 1, d, sizeof(d));
+		p->connected_done = strstr(d, "version=") != NULL;
+	}
+	if (what & BEV_EVENT_EOF)
+		p->eof++;
+	if (what & BEV_EVENT_ERROR) {
+		p->errors++;
+		m = strata_last_error(bev);
+		snprintf(p->err, sizeof(p->err), "%s", m ? m : "?");
+	}
+	if (p->live && (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
+		(*p->live)--;
+		bufferevent_free(p->top);
+		evbuffer_free(p->got);
+		free(p);
+	}
+}
+
+static struct peer *
+peer_new(struct bufferevent *top, int echo)
+{
+	struct peer *p = calloc(1, sizeof(*p));
+
+	ck_assert_ptr_nonnull(p);
+	p->top = top;
+	p->got = evbuffer_new();
+	p->echo = echo;
+	bufferevent_setcb(top, peer_read, NULL, peer_event, p);
+	bufferevent_enable(top, EV_READ | EV_WRITE);
+	return p;
+}
+
+static void
+peer_destroy(struct peer *p)
+{
+	if (!p)
+		return;
+	if (p->top)
+		bufferevent_free(p->top);
+	evbuffer_free(p->got);
+	free(p);
+}
+
+static struct peer *
+client_new(struct event_base *base, const char *stack)
+{
+	struct strata_error err;
+	struct bufferevent *top;
+
+	top = strata_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE, &err);
+	ck_assert_msg(top != NULL, "connect '%s': %s", stack, err.message);
+	return peer_new(top, 0);
+}
+
+static int
+got_equals(struct peer *p, const char *s)
+{
+	size_t n = strlen(s);
+
+	return evbuffer_get_length(p->got) == n &&
+	    !memcmp(evbuffer_pullup(p->got, -1), s, n);
+}
+
+static const char *
+describe(struct peer *p, int layer)
+{
+	static char d[2][512];
+	static int i;
+
+	i ^= 1;
+	strata_layer_describe(p->top, layer, d[i], sizeof(d[i]));
+	return d[i];
+}
+
+#define ck_has(hay, needle)                                                  \
+	ck_assert_msg(strstr((hay), (needle)) != NULL, "'%s' lacks '%s'",    \
+	    (hay), (needle))
+
+/* ---- a strata listener ---- */
+
+#define MAX_PEERS 8
+
+struct server {
+	struct event_base *base;
+	struct strata_listener *l;
+	struct peer *p[MAX_PEERS];
+	int n, echo, port;
+	int live;	/* more connections, freed at their end */
+};
+
+static void
+srv_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
+{
+	struct server *s = arg;
+	struct peer *p = peer_new(top, s->echo);
+
+	(void)l;
+	if (s->n < MAX_PEERS)
+		s->p[s->n++] = p;
+	else {
+		p->live = &s->live;
+		s->live++;
+	}
+}
+
+static void
+srv_setup(struct server *s, struct event_base *base, const char *stack,
+    int echo)
+{
+	struct strata_error err;
+
+	memset(s, 0, sizeof(*s));
+	s->base = base;
+	s->echo = echo;
+	s->l = strata_listen(base, stack, BEV_OPT_CLOSE_ON_FREE, srv_accept,
+	    s, &err);
+	ck_assert_msg(s->l != NULL, "listen '%s': %s", stack, err.message);
+	s->port = strata_listener_port(s->l);
+}
+
+/* A TLS listener on 127.0.0.1 with the server chain and @p extra. */
+static void
+srv_tls(struct server *s, struct event_base *base, const char *extra,
+    int echo)
+{
+	char stack[512];
+
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:0 | tls(" SRV_OPTS
+	    "%s%s)", tmpdir, tmpdir, extra[0] ? ", " : "", extra);
+	srv_setup(s, base, stack, echo);
+}
+
+static void
+srv_teardown(struct server *s)
+{
+	int i;
+
+	for (i = 0; i < s->n; i++)
+		peer_destroy(s->p[i]);
+	for (i = 0; i < 300 && s->live; i++)
+		th_run_for(s->base, 10);
+	ck_assert_msg(s->live == 0, "%d connections still open", s->live);
+	strata_listener_free(s->l);
+}
+
+static struct peer *
+srv_wait_peer(struct server *s, int i)
+{
+	th_run_until(s->base, &s->n, 2000, "an accepted connection");
+	while (s->n <= i)
+		th_run_for(s->base, 10);
+	return s->p[i];
+}
+
+/* A client to 127.0.0.1:port with the tls options @p opts. */
+static struct peer *
+client_tls(struct event_base *base, int port, const char *opts,
+    const char *above)
+{
+	char stack[768];
+
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | tls(%s)%s", port,
+	    opts, above ? above : "");
+	return client_new(base, stack);
+}
+
+/* Write @p text on @p c and wait for it to come back. */
+static void
+exchange(struct event_base *base, struct peer *c, const char *text)
+{
+	c->want = evbuffer_get_length(c->got) + strlen(text);
+	c->enough = 0;
+	bufferevent_write(c->top, text, strlen(text));
+	th_run_until(base, &c->enough, 3000, "the echoed text");
+	ck_assert_msg(got_equals(c, text), "got %zu bytes",
+	    evbuffer_get_length(c->got));
+	evbuffer_drain(c->got, evbuffer_get_length(c->got));
+}
+
+/* Wait for @p p's error and check its message. */
+static void
+expect_error(struct event_base *base, struct peer *p, const char *part,
+    int ms)
+{
+	th_run_until(base, &p->errors, ms, "an error");
+	ck_assert_int_eq(p->errors, 1);
+	ck_assert_msg(strstr(p->err, part) != NULL, "'%s' lacks '%s'", p->err,
+	    part);
+}
+
+/* ---- child processes: openssl s_server and s_client ---- */
+
+struct child {
+	pid_t pid;
+	int in, out;
+	struct evbuffer *buf;
+	struct event *ev;
+	const char *want;
+	int found, closed;
+};
+
+static void
+child_readable(evutil_socket_t fd, short what, void *arg)
+{
+	struct child *c = arg;
+	char b[4096];
+	ssize_t n;
+
+	(void)what;
+	while ((n = read(fd, b, sizeof(b))) > 0)
+		evbuffer_add(c->buf, b, (size_t)n);
+	if (n == 0) {
+		c->closed = 1;
+		event_del(c->ev);
+	}
+	if (c->want && evbuffer_search(c->buf, c->want, strlen(c->want),
+			   NULL).pos >= 0)
+		c->found = 1;
+}
+
+static void
+child_start(struct event_base *base, struct child *c, char *const argv[])
+{
+	int in[2], out[2];
+
+	memset(c, 0, sizeof(*c));
+	ck_assert_int_eq(pipe(in), 0);
+	ck_assert_int_eq(pipe(out), 0);
+	c->pid = fork();
+	ck_assert_int_ge(c->pid, 0);
+	if (c->pid == 0) {
+		dup2(in[0], 0);
+		dup2(out[1], 1);
+		dup2(out[1], 2);
+		close(in[0]);
+		close(in[1]);
+		close(out[0]);
+		close(out[1]);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	close(in[0]);
+	close(out[1]);
+	c->in = in[1];
+	c->out = out[0];
+	fcntl(c->out, F_SETFL, O_NONBLOCK);
+	fcntl(c->in, F_SETFD, FD_CLOEXEC);
+	fcntl(c->out, F_SETFD, FD_CLOEXEC);
+	c->buf = evbuffer_new();
+	c->ev = event_new(base, c->out, EV_READ | EV_PERSIST, child_readable,
+	    c);
+	event_add(c->ev, NULL);
+}
+
+static void
+child_expect(struct event_base *base, struct child *c, const char *text,
+    int ms)
+{
+	char what[160];
+
+	c->want = text;
+	c->found = evbuffer_search(c->buf, text, strlen(text), NULL).pos >= 0;
+	snprintf(what, sizeof(what), "'%s' from the child", text);
+	if (!c->found && ms)
+		th_run_until(base, &c->found, ms, what);
+	if (!c->found) {
+		char out[2048];
+		size_t n = evbuffer_copyout(c->buf, out, sizeof(out) - 1);
+		out[n > 0 ? n : 0] = 0;
+		ck_assert_msg(0, "%s not seen; output:\n%s", what, out);
+	}
+}
+
+/* Like th_run_until, showing the child's output if the time runs out. */
+static void
+child_wait(struct event_base *base, struct child *c, const int *flag, int ms,
+    const char *what)
+{
+	char out[3000];
+	size_t n;
+	int i;
+
+	for (i = 0; i < ms / 10 && !*flag; i++)
+		th_run_for(base, 10);
+	if (*flag)
+		return;
+	n = evbuffer_copyout(c->buf, out, sizeof(out) - 1);
+	out[n > 0 ? n : 0] = 0;
+	ck_assert_msg(0, "timed out waiting for %s; child output:\n%s", what,
+	    out);
+}
+
+static void
+child_send(struct child *c, const char *text)
+{
+	ck_assert_int_eq(write(c->in, text, strlen(text)),
+	    (ssize_t)strlen(text));
+}
+
+static void
+child_stop(struct child *c)
+{
+	int st;
+
+	if (c->in >= 0)
+		close(c->in);
+	kill(c->pid, SIGTERM);
+	waitpid(c->pid, &st, 0);
+	event_free(c->ev);
+	close(c->out);
+	evbuffer_free(c->buf);
+}
+
+/* A port on 127.0.0.1 that was free a moment ago. */
+static int
+free_port(void)
+{
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+/* openssl s_server on a free port with the server chain and @p extra
+ * arguments (NULL-terminated, at most 16). Waits until it accepts. */
+static int
+s_server_start(struct event_base *base, struct child *c, const char *const
+    *extra)
+{
+	char accept[32];
+	const char *argv[40] = {"openssl", "s_server", "-accept", accept,
+	    "-cert", P("srv.pem"), "-key", P("srv.key"), "-naccept", "1",
+	    "-ign_eof", "-cert_chain", P("inter.pem")};
+	int port = free_port(), n = 13, i;
+
+	snprintf(accept, sizeof(accept), "127.0.0.1:%d", port);
+	for (i = 0; extra && extra[i] && n < 38; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	child_start(base, c, (char *const *)argv);
+	child_expect(base, c, "ACCEPT", 5000);
+	return port;
+}
+
+/* ---- a raw OpenSSL client driven from the test ---- */
+
+struct raw {
+	int fd;
+	SSL_CTX *ctx;
+	SSL *ssl;
+};
+
+static int
+raw_tcp(int port)
+{
+	struct sockaddr_in a;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	ck_assert_int_ge(fd, 0);
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_port = htons((uint16_t)port);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	evutil_make_socket_nonblocking(fd);
+	return fd;
+}
+
+/* Connect and handshake, running @p base between steps. */
+static void
+raw_connect(struct event_base *base, struct raw *r, int port, int version)
+{
+	struct timeval start, now;
+	int rc;
+
+	r->fd = raw_tcp(port);
+	r->ctx = SSL_CTX_new(TLS_client_method());
+	SSL_CTX_set_max_proto_version(r->ctx, version);
+	r->ssl = SSL_new(r->ctx);
+	SSL_set_fd(r->ssl, r->fd);
+	SSL_set_connect_state(r->ssl);
+	gettimeofday(&start, NULL);
+	while ((rc = SSL_do_handshake(r->ssl)) != 1) {
+		int e = SSL_get_error(r->ssl, rc);
+		ck_assert_msg(e == SSL_ERROR_WANT_READ ||
+			e == SSL_ERROR_WANT_WRITE, "raw handshake: %d", e);
+		th_run_for(base, 2);
+		gettimeofday(&now, NULL);
+		ck_assert_msg(now.tv_sec - start.tv_sec < 3,
+		    "raw handshake timed out");
+	}
+}
+
+/* Write all of @p text through the raw client. */
+static void
+raw_write(struct raw *r, const char *text)
+{
+	size_t w = 0;
+
+	ck_assert_int_eq(SSL_write_ex(r->ssl, text, strlen(text), &w), 1);
+	ck_assert_uint_eq(w, strlen(text));
+}
+
+static void
+raw_free(struct raw *r)
+{
+	SSL_free(r->ssl);
+	SSL_CTX_free(r->ctx);
+	if (r->fd >= 0)
+		close(r->fd);
+}
+
+/* ================================================================ */
+
+START_TEST(strata_both_ends_tls13)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c, *sp;
+	char opts[256];
+
+	srv_tls(&s, base, "", 1);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost", tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	/* written before the handshake: held, then sent */
+	c->want = 6;
+	bufferevent_write(c->top, "early\n", 6);
+	th_run_until(base, &c->connected, 3000, "CONNECTED on the client");
+	ck_assert_int_eq(c->connected_done, 1);
+	th_run_until(base, &c->enough, 3000, "the early line echoed");
+	ck_assert(got_equals(c, "early\n"));
+	evbuffer_drain(c->got, 6);
+	exchange(base, c, "hello over tls\n");
+	ck_has(describe(c, 1), "version=TLSv1.3");
+	ck_has(describe(c, 1), "cipher=TLS_");
+	ck_has(describe(c, 1), "resumed=no");
+	ck_has(describe(c, 1), "role=client");
+	sp = srv_wait_peer(&s, 0);
+	ck_assert_int_eq(sp->connected, 1);
+	ck_assert_int_eq(sp->connected_done, 1);
+	ck_has(describe(sp, 1), "role=server");
+	ck_has(describe(sp, 1), "sni=localhost");
+	ck_assert_int_eq(c->errors + sp->errors, 0);
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(tls12_and_ip_address_check)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c;
+	char opts[256];
+
+	srv_tls(&s, base, "", 1);
+	/* no name=: the peer's address is checked (the cert has the IP) */
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, max=1.2", tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	th_run_until(base, &c->connected, 3000, "CONNECTED");
+	exchange(base, c, "tls 1.2\n");
+	ck_has(describe(c, 1), "version=TLSv1.2");
+	ck_has(describe(c, 1), "cipher=ECDHE-");
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+/* ---- verification failures ---- */
+
+static const struct {
+	const char *server;	/* server cert (and key) file, or NULL */
+	const char *client;	/* client options; %s is the temp dir */
+	const char *expect;
+} verify_cases[] = {
+	{NULL, "ca=%s/ca.pem, name=other.example",
+	    "certificate verify failed: hostname mismatch: expected "
+	    "'other.example', the certificate is for localhost, 127.0.0.1, "
+	    "::1"},
+	{NULL, "ca=%s/other-ca.pem, name=localhost",
+	    "certificate verify failed: untrusted issuer: 'CN=strata test "
+	    "root,O=strata test' (of 'CN=strata test intermediate,O=strata "
+	    "test') is not a trusted CA"},
+	{NULL, "name=localhost, ca=%s/ca.pem, pin=sha256:"
+	    "0000000000000000000000000000000000000000000000000000000000000000",
+	    "certificate verify failed: pin mismatch: the peer's key is "
+	    "sha256:"},
+	{"expired.pem", "ca=%s/ca.pem, name=localhost",
+	    "certificate verify failed: certificate expired on "},
+	{"future.pem", "ca=%s/ca.pem, name=localhost",
+	    "certificate verify failed: certificate not yet valid: valid "
+	    "from "},
+	{NULL, "name=localhost",
+	    "certificate verify failed: untrusted issuer"},
+};
+
+START_TEST(verify_failures)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c, *sp;
+	char opts[512], stack[512];
+
+	if (verify_cases[_i].server) {
+		snprintf(stack, sizeof(stack), "tcp://127.0.0.1:0 | "
+		    "tls(cert=%s/%s)", tmpdir, verify_cases[_i].server);
+		srv_setup(&s, base, stack, 1);
+	} else
+		srv_tls(&s, base, "", 1);
+	snprintf(opts, sizeof(opts), verify_cases[_i].client, tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	bufferevent_write(c->top, "never\n", 6);
+	expect_error(base, c, verify_cases[_i].expect, 3000);
+	ck_assert_int_eq(c->connected, 0);
+	ck_assert(strncmp(c->err, "tls: ", 5) == 0);
+	/* the server hears about it from the client's alert */
+	sp = srv_wait_peer(&s, 0);
+	th_run_until(base, &sp->errors, 3000, "the error on the server");
+	ck_has(sp->err, "tls: ");
+	ck_assert_uint_eq(evbuffer_get_length(sp->got), 0);
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(pins_and_self_signed)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c;
+	char opts[512], pin[80];
+	const char *p;
+
+	srv_setup(&s, base, "tcp://127.0.0.1:0 | tls(cert=self-signed)", 1);
+	/* learn the ephemeral key's pin from the mismatch message */
+	c = client_tls(base, s.port, "pin=sha256:"
+	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", NULL);
+	expect_error(base, c, "pin mismatch", 3000);
+	p = strstr(c->err, "sha256:");
+	ck_assert_ptr_nonnull(p);
+	snprintf(pin, sizeof(pin), "%.51s", p);
+	peer_destroy(c);
+	/* the same key on every connection of the listener: base64 pin */
+	snprintf(opts, sizeof(opts), "pin=%s", pin);
+	c = client_tls(base, s.port, opts, NULL);
+	th_run_until(base, &c->connected, 3000, "CONNECTED with the pin");
+	exchange(base, c, "pinned\n");
+	peer_destroy(c);
+	/* verify=none also talks to it (with a warning) */
+	c = client_tls(base, s.port, "verify=none", NULL);
+	th_run_until(base, &c->connected, 3000, "CONNECTED, verify=none");
+	exchange(base, c, "unverified\n");
+	peer_destroy(c);
+	srv_teardown(&s);
+	/* a hex pin of a CA-signed server: no CA and no name needed */
+	srv_tls(&s, base, "", 1);
+	snprintf(opts, sizeof(opts), "pin=%s;sha256:"
+	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", srv_pin_hex);
+	c = client_tls(base, s.port, opts, NULL);
+	th_run_until(base, &c->connected, 3000, "CONNECTED with a hex pin");
+	exchange(base, c, "hex\n");
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(certificate_by_sni)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c;
+	char stack[512], opts[256];
+
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:0 | tls(cert=%s/"
+	    "srv.pem;%s/alt.pem, key=%s/srv.key;%s/alt.pem)", tmpdir, tmpdir,
+	    tmpdir, tmpdir);
+	srv_setup(&s, base, stack, 1);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=other.example",
+	    tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	th_run_until(base, &c->connected, 3000, "CONNECTED to other.example");
+	ck_has(describe(c, 1), "peer=\"CN=other.example");
+	peer_destroy(c);
+	/* the first pair is the default: no SNI, or a name it does not
+	 * have */
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost", tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	th_run_until(base, &c->connected, 3000, "CONNECTED to localhost");
+	ck_has(describe(c, 1), "peer=\"CN=localhost");
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(mutual_tls)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c, *sp;
+	char opts[512], extra[256];
+
+	snprintf(extra, sizeof(extra), "verify=required, ca=%s/ca.pem",
+	    tmpdir);
+	srv_tls(&s, base, extra, 1);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost, "
+	    "cert=%s/client.pem, key=%s/client.key", tmpdir, tmpdir, tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	th_run_until(base, &c->connected, 3000, "CONNECTED with a client cert");
+	exchange(base, c, "mutual\n");
+	sp = srv_wait_peer(&s, 0);
+	ck_has(describe(sp, 1), "peer=\"CN=strata client,O=strata test\"");
+	ck_has(describe(c, 1), "peer=\"CN=localhost,O=strata test\"");
+	peer_destroy(c);
+	/* without a certificate: refused */
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost", tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	bufferevent_write(c->top, "x\n", 2);
+	expect_error(base, c, "certificate required", 3000);
+	sp = srv_wait_peer(&s, 1);
+	th_run_until(base, &sp->errors, 3000, "the server's refusal");
+	ck_has(sp->err, "peer did not return a certificate");
+	ck_assert_uint_eq(evbuffer_get_length(sp->got), 0);
+	peer_destroy(c);
+	srv_teardown(&s);
+	/* a client certificate from a CA the server does not trust */
+	snprintf(extra, sizeof(extra), "verify=optional, ca=%s/other-ca.pem",
+	    tmpdir);
+	srv_tls(&s, base, extra, 1);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost, "
+	    "cert=%s/client.pem, key=%s/client.key", tmpdir, tmpdir, tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	bufferevent_write(c->top, "x\n", 2);
+	sp = srv_wait_peer(&s, 0);
+	expect_error(base, sp, "certificate verify failed: untrusted issuer",
+	    3000);
+	th_run_until(base, &c->errors, 3000, "the client's error");
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+/* ---- the end of the stream ---- */
+
+struct close_res {
+	int done, delivered;
+};
+
+static void
+on_closed(int delivered, void *arg)
+{
+	struct close_res *r = arg;
+
+	r->done = 1;
+	r->delivered = delivered;
+}
+
+START_TEST(close_notify_both_ways)
+{
+	struct event_base *base = event_base_new();
+	struct close_res r = {0, -1};
+	struct server s;
+	struct peer *c, *sp;
+	char opts[256];
+
+	srv_tls(&s, base, "", 0);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost", tmpdir);
+	/* client -> server: strata_close sends close_notify, then FIN */
+	c = client_tls(base, s.port, opts, NULL);
+	bufferevent_write(c->top, "last words\n", 11);
+	/* (strata_close during the handshake: see the README's tls notes) */
+	th_run_until(base, &c->connected, 3000, "CONNECTED");
+	ck_assert_int_eq(strata_close(c->top, NULL, on_closed, &r), 0);
+	c->top = NULL;
+	sp = srv_wait_peer(&s, 0);
+	th_run_until(base, &sp->eof, 3000, "EOF on the server");
+	ck_assert_int_eq(sp->errors, 0);
+	ck_assert(got_equals(sp, "last words\n"));
+	ck_has(describe(sp, 1), "close_notify=received");
+	/* the server ends its side too: the client's close completes */
+	bufferevent_flush(sp->top, EV_WRITE, BEV_FINISHED);
+	th_run_until(base, &r.done, 3000, "the close callback");
+	ck_assert_int_eq(r.delivered, 1);
+	peer_destroy(c);
+	/* server -> client: BEV_FINISHED, the client reads EOF */
+	c = client_tls(base, s.port, opts, NULL);
+	th_run_until(base, &c->connected, 3000, "CONNECTED");
+	sp = srv_wait_peer(&s, 1);
+	th_run_until(base, &sp->connected, 3000, "CONNECTED on the server");
+	bufferevent_write(sp->top, "bye\n", 4);
+	bufferevent_flush(sp->top, EV_WRITE, BEV_FINISHED);
+	th_run_until(base, &c->eof, 3000, "EOF on the client");
+	ck_assert_int_eq(c->errors, 0);
+	ck_assert(got_equals(c, "bye\n"));
+	ck_has(describe(c, 1), "close_notify=received");
+	ck_has(describe(sp, 1), "close_notify=sent");
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(truncation_is_an_error)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c, *sp;
+	char opts[256];
+
+	srv_tls(&s, base, "", 0);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost", tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	sp = srv_wait_peer(&s, 0);
+	th_run_until(base, &sp->connected, 3000, "CONNECTED on the server");
+	bufferevent_write(sp->top, "partial\n", 8);
+	th_run_for(base, 50);
+	/* an abrupt close: FIN without close_notify */
+	bufferevent_free(sp->top);
+	sp->top = NULL;
+	expect_error(base, c, "tls: connection closed without close_notify",
+	    3000);
+	ck_assert(got_equals(c, "partial\n")); /* data first, then error */
+	ck_assert_int_eq(c->eof, 0);
+	peer_destroy(c);
+	/* dirty=allow: the same is a plain EOF */
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost, "
+	    "dirty=allow", tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	sp = srv_wait_peer(&s, 1);
+	th_run_until(base, &sp->connected, 3000, "CONNECTED on the server");
+	bufferevent_free(sp->top);
+	sp->top = NULL;
+	th_run_until(base, &c->eof, 3000, "EOF with dirty=allow");
+	ck_assert_int_eq(c->errors, 0);
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(truncated_record)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *sp;
+	struct raw r;
+	BIO *mem;
+	char *rec;
+	long n;
+
+	srv_tls(&s, base, "", 0);
+	raw_connect(base, &r, s.port, TLS1_3_VERSION);
+	sp = srv_wait_peer(&s, 0);
+	raw_write(&r, "whole\n");
+	sp->want = 6;
+	th_run_until(base, &sp->enough, 3000, "the first record");
+	/* the next record goes to memory, then all but its end is sent */
+	mem = BIO_new(BIO_s_mem());
+	SSL_set0_wbio(r.ssl, mem);
+	raw_write(&r, "never whole\n");
+	n = BIO_get_mem_data(mem, &rec);
+	ck_assert_int_gt(n, 10);
+	ck_assert_int_eq(write(r.fd, rec, (size_t)n - 7), n - 7);
+	shutdown(r.fd, SHUT_WR);
+	expect_error(base, sp, "tls: connection closed in the middle of a "
+	    "record", 3000);
+	ck_assert(got_equals(sp, "whole\n"));
+	raw_free(&r);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+/* ---- openssl s_server and s_client as peers ---- */
+
+START_TEST(client_to_s_server)
+{
+	struct event_base *base = event_base_new();
+	struct child srv;
+	struct peer *c;
+	char opts[512];
+	const char *extra[] = {"-alpn", "http/1.1", "-Verify", "1",
+	    "-CAfile", P("ca.pem"), "-verify_return_error", NULL, NULL};
+	int port = s_server_start(base, &srv, extra);
+
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost, "
+	    "alpn=h2;http/1.1, cert=%s/client.pem, key=%s/client.key",
+	    tmpdir, tmpdir, tmpdir);
+	c = client_tls(base, port, opts, NULL);
+	child_wait(base, &srv, &c->connected, 3000, "CONNECTED to s_server");
+	ck_has(describe(c, 1), "alpn=http/1.1");
+	bufferevent_write(c->top, "to s_server\n", 12);
+	child_expect(base, &srv, "to s_server", 3000);
+	child_expect(base, &srv, "ALPN protocols advertised by the client: "
+	    "h2, http/1.1", 0);
+	child_expect(base, &srv, "subject=O = strata test, CN = strata "
+	    "client", 0);
+	c->want = 13;
+	child_send(&srv, "from s_server\n");
+	th_run_until(base, &c->enough, 3000, "data from s_server");
+	ck_assert(got_equals(c, "from s_server\n"));
+	ck_assert_int_eq(c->errors, 0);
+	peer_destroy(c);
+	child_stop(&srv);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(client_to_s_server_tls12_sni)
+{
+	struct event_base *base = event_base_new();
+	struct child srv;
+	struct peer *c;
+	char opts[512];
+	/* the right certificate only for the name localhost (an expired
+	 * one otherwise): verification passes only if the SNI was sent */
+	const char *extra[] = {"-tls1_2", "-servername", "localhost",
+	    "-servername_fatal", "-cert2", P("srv.pem"), "-key2",
+	    P("srv.key"), "-cert", P("expired.pem"), "-key",
+	    P("expired.pem"), NULL};
+	int port;
+
+	port = s_server_start(base, &srv, extra);
+	/* s_server sends no chain for -cert2: trust the intermediate too */
+	snprintf(opts, sizeof(opts), "ca=%s/ca-inter.pem, name=localhost",
+	    tmpdir);
+	c = client_tls(base, port, opts, NULL);
+	child_wait(base, &srv, &c->connected, 3000, "CONNECTED (TLS 1.2)");
+	ck_has(describe(c, 1), "version=TLSv1.2");
+	bufferevent_write(c->top, "sni ok\n", 7);
+	child_expect(base, &srv, "sni ok", 3000);
+	child_expect(base, &srv, "Switching server context.", 0);
+	/* the server's session tickets were handled along the way */
+	peer_destroy(c);
+	child_stop(&srv);
+	event_base_free(base);
+}
+END_TEST
+
+static void
+s_client_run(struct event_base *base, struct child *cl, int port,
+    const char *const *extra)
+{
+	char connect[32];
+	const char *argv[40] = {"openssl", "s_client", "-connect", connect,
+	    "-CAfile", P("ca.pem"), "-verify_return_error",
+	    "-servername", "localhost"};
+	int n = 9, i;
+
+	snprintf(connect, sizeof(connect), "127.0.0.1:%d", port);
+	for (i = 0; extra && extra[i] && n < 38; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	child_start(base, cl, (char *const *)argv);
+}
+
+START_TEST(server_to_s_client)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct child cl;
+	struct peer *sp;
+	char extra[256];
+	const char *args[] = {"-alpn", "http/1.1", "-cert", P("client.pem"),
+	    "-key", P("client.key"), NULL};
+
+	snprintf(extra, sizeof(extra), "alpn=h2;http/1.1, verify=required, "
+	    "ca=%s/ca.pem", tmpdir);
+	srv_tls(&s, base, extra, 1);
+	args[3] = P("client.pem");
+	args[5] = P("client.key");
+	s_client_run(base, &cl, s.port, args);
+	child_expect(base, &cl, "Verify return code: 0 (ok)", 5000);
+	child_expect(base, &cl, "ALPN protocol: http/1.1", 0);
+	child_send(&cl, "ping over s_client\n");
+	child_expect(base, &cl, "ping over s_client", 3000);
+	sp = srv_wait_peer(&s, 0);
+	ck_has(describe(sp, 1), "alpn=http/1.1");
+	ck_has(describe(sp, 1), "sni=localhost");
+	ck_has(describe(sp, 1), "peer=\"CN=strata client");
+	/* a key update asked of the server, then more data */
+	child_send(&cl, "K\n");
+	child_expect(base, &cl, "KEYUPDATE", 3000);
+	th_run_for(base, 50);
+	child_send(&cl, "after key update\n");
+	child_expect(base, &cl, "after key update", 3000);
+	ck_assert_int_eq(sp->errors, 0);
+	child_stop(&cl);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(renegotiation_refused)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct child cl;
+	struct peer *sp;
+	const char *args[] = {"-tls1_2", NULL};
+
+	srv_tls(&s, base, "", 1);
+	s_client_run(base, &cl, s.port, args);
+	child_expect(base, &cl, "Verify return code: 0 (ok)", 5000);
+	child_send(&cl, "before\n");
+	child_expect(base, &cl, "before", 3000);
+	child_send(&cl, "R\n");
+	child_expect(base, &cl, "RENEGOTIATING", 3000);
+	sp = srv_wait_peer(&s, 0);
+	ck_has(describe(sp, 1), "version=TLSv1.2");
+	/* the server answered with a no_renegotiation alert */
+	child_expect(base, &cl, "no renegotiation", 3000);
+	child_stop(&cl);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+/* ---- other transports, stacks ---- */
+
+START_TEST(over_unix_socket)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c;
+	char stack[512];
+
+	snprintf(stack, sizeof(stack), "unix:%s/sock | tls(" SRV_OPTS ")",
+	    tmpdir, tmpdir, tmpdir);
+	srv_setup(&s, base, stack, 1);
+	/* no host to check on a unix socket: name= is required */
+	snprintf(stack, sizeof(stack), "unix:%s/sock | tls(ca=%s/ca.pem)",
+	    tmpdir, tmpdir);
+	c = client_new(base, stack);
+	expect_error(base, c, "no name to check the server's certificate "
+	    "against", 3000);
+	peer_destroy(c);
+	snprintf(stack, sizeof(stack), "unix:%s/sock | tls(ca=%s/ca.pem, "
+	    "name=localhost)", tmpdir, tmpdir);
+	c = client_new(base, stack);
+	th_run_until(base, &c->connected, 3000, "CONNECTED over unix:");
+	exchange(base, c, "over a unix socket\n");
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(over_pipes)
+{
+	struct event_base *base = event_base_new();
+	struct peer *a, *b;
+	char stack[256];
+	int ab[2], ba[2];
+
+	ck_assert_int_eq(pipe(ab), 0);
+	ck_assert_int_eq(pipe(ba), 0);
+	snprintf(stack, sizeof(stack), "pipe:%d,%d | tls(ca=%s/ca.pem, "
+	    "name=localhost)", ba[0], ab[1], tmpdir);
+	a = client_new(base, stack);
+	snprintf(stack, sizeof(stack), "pipe:%d,%d | tls(role=server, "
+	    SRV_OPTS ")", ab[0], ba[1], tmpdir, tmpdir);
+	b = client_new(base, stack);
+	b->echo = 1;
+	th_run_until(base, &a->connected, 3000, "CONNECTED over pipes");
+	exchange(base, a, "over two pipes\n");
+	ck_has(describe(b, 1), "role=server");
+	peer_destroy(a);
+	peer_destroy(b);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(tls_inside_tls)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c, *sp;
+	char stack[768], opts[256];
+
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:0 | tls(" SRV_OPTS
+	    ") | tls(cert=self-signed, alpn=inner)", tmpdir, tmpdir);
+	srv_setup(&s, base, stack, 1);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost", tmpdir);
+	c = client_tls(base, s.port, opts,
+	    " | tls(verify=none, alpn=inner) | lines");
+	th_run_until(base, &c->connected, 3000, "CONNECTED (two handshakes)");
+	ck_assert_int_eq(c->connected, 1);
+	exchange(base, c, "inside two layers of tls\n");
+	ck_has(describe(c, 2), "alpn=inner");
+	sp = srv_wait_peer(&s, 0);
+	ck_has(describe(sp, 2), "alpn=inner");
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+/* Big transfer both ways, read under a small high watermark. */
+static void
+slow_read(struct bufferevent *bev, void *arg)
+{
+	struct peer *p = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t n = evbuffer_get_length(in);
+
+	/* a record is delivered whole: at most 16 KiB over the mark */
+	ck_assert_uint_le(n, 4096 + 16384);
+	evbuffer_add_buffer(p->got, in);
+	if (p->want && evbuffer_get_length(p->got) >= p->want)
+		p->enough = 1;
+}
+
+START_TEST(bulk_with_watermark)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c;
+	char opts[256];
+	size_t total = 4u << 20, i;
+	unsigned char *data = malloc(total);
+
+	ck_assert_ptr_nonnull(data);
+	th_pattern(data, total, 3);
+	srv_tls(&s, base, "", 1);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost", tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	/* a small read high watermark: records wait below until the
+	 * reader made room */
+	bufferevent_setwatermark(c->top, EV_READ, 0, 4096);
+	bufferevent_setcb(c->top, slow_read, NULL, peer_event, c);
+	c->want = total;
+	for (i = 0; i < total; i += 100000)
+		bufferevent_write(c->top, data + i,
+		    total - i < 100000 ? total - i : 100000);
+	th_run_until(base, &c->enough, 20000, "4 MiB echoed");
+	ck_assert_uint_eq(evbuffer_get_length(c->got), total);
+	ck_assert(!memcmp(evbuffer_pullup(c->got, -1), data, total));
+	ck_assert_int_eq(c->errors, 0);
+	free(data);
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+/* ---- bad input from the network ---- */
+
+static const struct {
+	const char *bytes;
+	size_t len;
+	const char *expect;
+} bad_bytes[] = {
+	{"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", 35,
+	    "tls: handshake failed: plaintext HTTP from the peer, not TLS "
+	    "(http request)"},
+	/* a ClientHello of four garbage bytes */
+	{"\x16\x03\x01\x00\x08\x01\x00\x00\x04garb", 13, "tls: handshake "
+	    "failed: length mismatch"},
+	{"\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c", 12,
+	    "tls: handshake failed: not TLS from the peer (wrong version "
+	    "number)"},
+	/* application data before any handshake */
+	{"\x17\x03\x03\x00\x05hello", 10,
+	    "tls: handshake failed: unexpected message"},
+	/* an SSLv2-style hello */
+	{"\x80\x0b\x01\x00\x02\x00\x03\x00\x00\x00\x00\x00\x00", 13,
+	    "tls: handshake failed: record length mismatch"},
+};
+
+START_TEST(garbage_to_server)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *sp;
+	int fd;
+
+	srv_tls(&s, base, "", 1);
+	fd = raw_tcp(s.port);
+	ck_assert_int_eq(write(fd, bad_bytes[_i].bytes, bad_bytes[_i].len),
+	    (ssize_t)bad_bytes[_i].len);
+	sp = srv_wait_peer(&s, 0);
+	expect_error(base, sp, bad_bytes[_i].expect, 3000);
+	ck_assert_int_eq(sp->connected, 0);
+	close(fd);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(peer_stops_mid_handshake)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *sp, *c;
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+	char opts[256];
+	int fd, lfd;
+
+	/* a client that connects and says nothing */
+	srv_tls(&s, base, "handshake-timeout=300ms", 1);
+	fd = raw_tcp(s.port);
+	sp = srv_wait_peer(&s, 0);
+	expect_error(base, sp, "tls: handshake not complete after 300 ms",
+	    3000);
+	close(fd);
+	srv_teardown(&s);
+	/* a server that accepts and never answers the ClientHello */
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(listen(lfd, 4), 0);
+	ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&a, &len), 0);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost, "
+	    "handshake-timeout=200ms", tmpdir);
+	c = client_tls(base, ntohs(a.sin_port), opts, NULL);
+	expect_error(base, c, "tls: handshake not complete after 200 ms",
+	    3000);
+	ck_assert_int_eq(c->connected, 0);
+	peer_destroy(c);
+	close(lfd);
+	event_base_free(base);
+}
+END_TEST
+
+/* ---- bad options: errors when the stack is built ---- */
+
+static const struct {
+	const char *opts; /* %s: the temp dir, up to three times */
+	const char *expect;
+} bad_opts[] = {
+	{"cert=%s/srv.pem, key=%s/stray.key",
+	    "tls: key: the key in '"},
+	{"cert=%s/nope.pem", "tls: cert: cannot read '"},
+	{"cert=%s/garbage.pem", "tls: cert: no PEM certificate in '"},
+	{"cert=%s/srv.pem, key=%s/garbage.pem",
+	    "tls: key: no PEM private key in '"},
+	{"cert=%s/srv.pem", "tls: key: no PEM private key in '"},
+	{"ca=%s/nope.pem", "tls: ca: cannot read '"},
+	{"ca=%s/garbage.pem", "tls: ca: no PEM certificate in '"},
+	{"ciphers=BOGUS", "tls: ciphers: unknown cipher 'BOGUS'"},
+	{"ciphers=ECDHE-RSA-AES128-GCM-SHA256:NOPE",
+	    "tls: ciphers: unknown cipher 'NOPE'"},
+	{"ciphersuites=TLS_AES_128_GCM_SHA256:TLS_BOGUS",
+	    "tls: ciphersuites: unknown TLS 1.3 suite 'TLS_BOGUS'"},
+	{"groups=P-256:nope", "tls: groups: unknown group 'nope'"},
+	{"pin=sha1:abcd", "tls: bad value 'sha1:abcd' for pin"},
+	{"pin=sha256:xyz", "tls: bad value 'sha256:xyz' for pin"},
+	{"alpn=h2;;x", "tls: bad value 'h2;;x' for alpn"},
+	{"min=1.1", "tls: bad value '1.1' for min"},
+	{"min=1.3, max=1.2", "tls: min is above max"},
+	{"verify=maybe", "tls: bad value 'maybe' for verify"},
+	{"sni=127.0.0.1", "tls: bad value '127.0.0.1' for sni"},
+	{"dirty=sometimes", "tls: bad value 'sometimes' for dirty"},
+	{"handshake-timeout=forever",
+	    "tls: bad value 'forever' for handshake-timeout"},
+	{"key=%s/srv.key", "tls: key: given without cert"},
+	{"colour=blue", "tls: unknown option 'colour'"},
+	{"tickets=%s/nope", "tls: tickets: cannot read '"},
+	{"tickets=%s/ca.pem", "tls: tickets: '"},
+	{"keylog=/nonexistent/dir/keys", "tls: keylog: cannot open '"},
+};
+
+START_TEST(bad_options)
+{
+	struct event_base *base = event_base_new();
+	struct strata_error err;
+	char opts[512], stack[768];
+
+	snprintf(opts, sizeof(opts), bad_opts[_i].opts, tmpdir, tmpdir,
+	    tmpdir);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:9 | tls(%s)", opts);
+	memset(&err, 0, sizeof(err));
+	ck_assert_ptr_null(strata_connect(base, NULL, stack,
+	    BEV_OPT_CLOSE_ON_FREE, &err));
+	ck_assert_msg(strstr(err.message, bad_opts[_i].expect) == err.message,
+	    "'%s' does not start with '%s'", err.message, bad_opts[_i].expect);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(server_needs_a_certificate)
+{
+	struct event_base *base = event_base_new();
+	struct strata_error err;
+	struct bufferevent *bev;
+	int fds[2];
+
+	th_socketpair(fds);
+	bev = bufferevent_socket_new(base, fds[0], BEV_OPT_CLOSE_ON_FREE);
+	ck_assert_ptr_null(strata_push(bev, "tls", STRATA_OPT_SERVER, &err));
+	ck_has(err.message, "tls: a server needs cert=");
+	/* role= overrides the direction */
+	ck_assert_ptr_null(strata_push(bev, "tls(role=server)", 0, &err));
+	ck_has(err.message, "tls: a server needs cert=");
+	bufferevent_free(bev);
+	close(fds[1]);
+	event_base_free(base);
+}
+END_TEST
+
+/* ---- strata_push: TLS on a bufferevent, and evhttp's way ---- */
+
+START_TEST(push_on_socketpair)
+{
+	struct event_base *base = event_base_new();
+	struct strata_error err;
+	struct bufferevent *a, *b;
+	struct peer *pa, *pb;
+	char opts[256];
+	int fds[2];
+
+	th_socketpair(fds);
+	a = bufferevent_socket_new(base, fds[0], BEV_OPT_CLOSE_ON_FREE);
+	b = bufferevent_socket_new(base, fds[1], BEV_OPT_CLOSE_ON_FREE);
+	snprintf(opts, sizeof(opts), "tls(" SRV_OPTS ") | lines", tmpdir,
+	    tmpdir);
+	pb = peer_new(strata_push(b, opts, BEV_OPT_CLOSE_ON_FREE |
+	    STRATA_OPT_SERVER, &err), 1);
+	snprintf(opts, sizeof(opts), "tls(ca=%s/ca.pem, name=localhost) | "
+	    "lines", tmpdir);
+	pa = peer_new(strata_push(a, opts, BEV_OPT_CLOSE_ON_FREE, &err), 0);
+	th_run_until(base, &pa->connected, 3000, "CONNECTED after push");
+	exchange(base, pa, "pushed\n");
+	peer_destroy(pa);
+	peer_destroy(pb);
+	event_base_free(base);
+}
+END_TEST
+
+/* ---- sessions ---- */
+
+/* Connect, exchange a line (which also reads the session tickets), and
+ * return whether the connection was resumed. */
+static int
+connect_resumed(struct event_base *base, int port, const char *opts)
+{
+	struct peer *c = client_tls(base, port, opts, NULL);
+	int resumed;
+
+	th_run_until(base, &c->connected, 3000, "CONNECTED");
+	exchange(base, c, "session\n");
+	resumed = strstr(describe(c, 1), "resumed=yes") != NULL;
+	peer_destroy(c);
+	return resumed;
+}
+
+START_TEST(resumption_from_the_cache)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	char opts[256];
+
+	srv_tls(&s, base, "", 1);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost", tmpdir);
+	ck_assert_int_eq(connect_resumed(base, s.port, opts), 0);
+	ck_assert_int_eq(connect_resumed(base, s.port, opts), 1);
+	ck_assert_int_eq(connect_resumed(base, s.port, opts), 1);
+	ck_has(describe(s.p[1], 1), "resumed=yes");
+	/* TLS 1.2 too */
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost, max=1.2",
+	    tmpdir);
+	ck_assert_int_eq(connect_resumed(base, s.port, opts), 0);
+	ck_assert_int_eq(connect_resumed(base, s.port, opts), 1);
+	/* other options, other cache entry; resume=no never resumes */
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost, "
+	    "resume=no", tmpdir);
+	ck_assert_int_eq(connect_resumed(base, s.port, opts), 0);
+	ck_assert_int_eq(connect_resumed(base, s.port, opts), 0);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+/* A listener on 127.0.0.1:port with @p extra options. */
+static void
+srv_on_port(struct server *s, struct event_base *base, int port,
+    const char *extra)
+{
+	char stack[512];
+
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | tls(" SRV_OPTS
+	    "%s)", port, tmpdir, tmpdir, extra);
+	srv_setup(s, base, stack, 1);
+}
+
+START_TEST(shared_ticket_keys)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	char opts[256], extra[256];
+	unsigned char keys[160];
+	FILE *f;
+
+	/* two keys; a second file has them the other way round */
+	ck_assert_int_eq(RAND_bytes(keys, sizeof(keys)), 1);
+	f = fopen(P("tickets"), "wb");
+	fwrite(keys, 1, 160, f);
+	fclose(f);
+	f = fopen(P("tickets-rotated"), "wb");
+	fwrite(keys + 80, 1, 80, f);
+	fwrite(keys, 1, 80, f);
+	fclose(f);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost", tmpdir);
+	snprintf(extra, sizeof(extra), ", tickets=%s/tickets", tmpdir);
+	srv_tls(&s, base, extra + 2, 1);
+	ck_assert_int_eq(connect_resumed(base, s.port, opts), 0);
+	srv_teardown(&s);
+	/* another listener (another process in real life) on the same
+	 * address, with the same keys: the session resumes there */
+	srv_on_port(&s, base, s.port, extra);
+	ck_assert_int_eq(connect_resumed(base, s.port, opts), 1);
+	srv_teardown(&s);
+	/* rotated: the old first key only decrypts now, still resumes */
+	snprintf(extra, sizeof(extra), ", tickets=%s/tickets-rotated", tmpdir);
+	srv_on_port(&s, base, s.port, extra);
+	ck_assert_int_eq(connect_resumed(base, s.port, opts), 1);
+	srv_teardown(&s);
+	/* without the keys: a full handshake */
+	srv_on_port(&s, base, s.port, "");
+	ck_assert_int_eq(connect_resumed(base, s.port, opts), 0);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(s_client_sess_out_sess_in)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct child cl;
+	const char *out[] = {"-sess_out", P("sess.pem"), NULL};
+	const char *in[] = {"-sess_in", P("sess.pem"), NULL};
+
+	srv_tls(&s, base, "", 1);
+	out[1] = P("sess.pem");
+	s_client_run(base, &cl, s.port, out);
+	child_expect(base, &cl, "Verify return code: 0 (ok)", 5000);
+	child_send(&cl, "first\n");
+	child_expect(base, &cl, "first", 3000);
+	child_stop(&cl);
+	in[1] = P("sess.pem");
+	s_client_run(base, &cl, s.port, in);
+	child_expect(base, &cl, "Reused, TLSv1.3", 5000);
+	child_send(&cl, "second\n");
+	child_expect(base, &cl, "second", 3000);
+	child_stop(&cl);
+	ck_has(describe(s.p[1], 1), "resumed=yes");
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+/* Every line of @p path starts with one of the NSS labels, then the
+ * 64-hex-digit client random, then a hex secret. */
+static int
+keylog_lines(const char *path, const char *label)
+{
+	FILE *f = fopen(path, "r");
+	char line[512];
+	int n = 0, seen = 0;
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f)) {
+		char *sp1 = strchr(line, ' '), *sp2;
+		ck_assert_ptr_nonnull(sp1);
+		sp2 = strchr(sp1 + 1, ' ');
+		ck_assert_ptr_nonnull(sp2);
+		ck_assert_int_eq(sp2 - sp1 - 1, 64);
+		ck_assert_uint_eq(strspn(sp1 + 1, "0123456789abcdef"), 64);
+		ck_assert_uint_ge(strspn(sp2 + 1, "0123456789abcdef"), 64);
+		seen += !strncmp(line, label, strlen(label));
+		n++;
+	}
+	fclose(f);
+	return seen ? n : 0;
+}
+
+START_TEST(keylog_file)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c;
+	char opts[256];
+
+	srv_tls(&s, base, "", 1);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost, "
+	    "keylog=%s/keys13", tmpdir, tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	th_run_until(base, &c->connected, 3000, "CONNECTED");
+	exchange(base, c, "logged\n");
+	peer_destroy(c);
+	/* TLS 1.3: five lines per connection */
+	ck_assert_int_eq(keylog_lines(P("keys13"),
+	    "CLIENT_HANDSHAKE_TRAFFIC_SECRET "), 5);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost, max=1.2, "
+	    "keylog=%s/keys12", tmpdir, tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	th_run_until(base, &c->connected, 3000, "CONNECTED");
+	exchange(base, c, "logged\n");
+	peer_destroy(c);
+	ck_assert_int_eq(keylog_lines(P("keys12"), "CLIENT_RANDOM "), 1);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+/* ---- libevent's HTTP server over tls, with curl; sslscan ---- */
+
+static struct bufferevent *
+https_bevcb(struct event_base *base, void *arg)
+{
+	struct bufferevent *bev = bufferevent_socket_new(base, -1,
+	    BEV_OPT_CLOSE_ON_FREE);
+	struct bufferevent *top;
+	struct strata_error err;
+
+	top = strata_push(bev, arg, BEV_OPT_CLOSE_ON_FREE | STRATA_OPT_SERVER,
+	    &err);
+	if (!top)
+		bufferevent_free(bev);
+	return top;
+}
+
+static void
+https_request(struct evhttp_request *req, void *arg)
+{
+	struct bufferevent *top = evhttp_connection_get_bufferevent(
+	    evhttp_request_get_connection(req));
+	struct evbuffer *body = evbuffer_new();
+	char tls[512] = "";
+
+	(void)arg;
+	strata_layer_describe(top, 1, tls, sizeof(tls));
+	evbuffer_add_printf(body, "hello over evhttp\n%s\n", tls);
+	evhttp_send_reply(req, HTTP_OK, "OK", body);
+	evbuffer_free(body);
+}
+
+/* An evhttp server on 127.0.0.1 with strata's tls(@p filters). */
+static struct evhttp *
+https_server(struct event_base *base, const char *filters, int *port)
+{
+	struct evhttp *http = evhttp_new(base);
+	struct evhttp_bound_socket *sock;
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+
+	ck_assert_ptr_nonnull(http);
+	evhttp_set_bevcb(http, https_bevcb, (void *)filters);
+	evhttp_set_gencb(http, https_request, NULL);
+	sock = evhttp_bind_socket_with_handle(http, "127.0.0.1", 0);
+	ck_assert_ptr_nonnull(sock);
+	ck_assert_int_eq(getsockname(evhttp_bound_socket_get_fd(sock),
+	    (struct sockaddr *)&a, &len), 0);
+	*port = ntohs(a.sin_port);
+	return http;
+}
+
+START_TEST(evhttp_with_curl)
+{
+	struct event_base *base = event_base_new();
+	struct child cl;
+	struct evhttp *http;
+	char filters[512], url[64];
+	const char *argv[] = {"curl", "-sS", "--cacert", P("ca.pem"),
+	    "-w", "\nstatus %{http_code}\n", url, url, NULL};
+	int port;
+
+	snprintf(filters, sizeof(filters), "tls(" SRV_OPTS ", "
+	    "alpn=http/1.1)", tmpdir, tmpdir);
+	http = https_server(base, filters, &port);
+	snprintf(url, sizeof(url), "https://localhost:%d/", port);
+	argv[3] = P("ca.pem");
+	child_start(base, &cl, (char *const *)argv);
+	child_expect(base, &cl, "hello over evhttp", 5000);
+	child_expect(base, &cl, "status 200", 5000);
+	child_expect(base, &cl, "alpn=http/1.1", 0);
+	child_expect(base, &cl, "sni=localhost", 0);
+	/* two requests over one connection */
+	th_run_until(base, &cl.closed, 5000, "curl to finish");
+	{
+		struct evbuffer_ptr p = evbuffer_search(cl.buf, "status 200",
+		    10, NULL);
+		ck_assert_int_ge(p.pos, 0);
+		evbuffer_ptr_set(cl.buf, &p, 1, EVBUFFER_PTR_ADD);
+		ck_assert_int_ge(evbuffer_search(cl.buf, "status 200", 10,
+		    &p).pos, 0);
+	}
+	child_stop(&cl);
+	evhttp_free(http);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(sslscan_finds_nothing_weak)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct child cl;
+	char target[32];
+	const char *argv[] = {"sslscan", "--no-colour", target, NULL};
+
+	if (system("command -v sslscan >/dev/null 2>&1") != 0) {
+		printf("SKIP %s: sslscan is not installed\n", __func__);
+		event_base_free(base);
+		return;
+	}
+	srv_tls(&s, base, "", 0);
+	snprintf(target, sizeof(target), "127.0.0.1:%d", s.port);
+	child_start(base, &cl, (char *const *)argv);
+	th_run_until(base, &cl.closed, 25000, "sslscan to finish");
+	child_expect(base, &cl, "TLSv1.3   enabled", 0);
+	child_expect(base, &cl, "SSLv2     disabled", 0);
+	child_expect(base, &cl, "SSLv3     disabled", 0);
+	child_expect(base, &cl, "TLSv1.0   disabled", 0);
+	child_expect(base, &cl, "TLSv1.1   disabled", 0);
+	child_expect(base, &cl, "Session renegotiation not supported", 0);
+	/* every accepted cipher has forward secrecy (TLS 1.3 or ECDHE) */
+	{
+		size_t n = evbuffer_get_length(cl.buf);
+		char *out = malloc(n + 1), *line, *save = NULL;
+		int ciphers = 0;
+		evbuffer_copyout(cl.buf, out, n);
+		out[n] = 0;
+		for (line = strtok_r(out, "\n", &save); line;
+		    line = strtok_r(NULL, "\n", &save)) {
+			if (strncmp(line, "Accepted", 8) &&
+			    strncmp(line, "Preferred", 9))
+				continue;
+			ciphers++;
+			ck_assert_msg(strstr(line, "TLSv1.3") ||
+			    strstr(line, " ECDHE-"), "weak: %s", line);
+			ck_assert_msg(!strstr(line, "CBC") &&
+			    !strstr(line, "-SHA "), "not AEAD: %s", line);
+		}
+		ck_assert_msg(ciphers >= 4, "sslscan said:\n%s", out);
+		ck_assert_msg(!strstr(out, "Compression enabled"),
+		    "compression");
+		free(out);
+	}
+	child_stop(&cl);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+int
+main(void)
+{
+	Suite *s = suite_create("filter-tls");
+	TCase *tc;
+	SRunner *sr;
+	int failed;
+
+	signal(SIGPIPE, SIG_IGN);
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/strata-tls-XXXXXX");
+	if (!mkdtemp(tmpdir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	make_certs();
+
+	tc = tcase_create("strata");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, strata_both_ends_tls13);
+	tcase_add_test(tc, tls12_and_ip_address_check);
+	tcase_add_loop_test(tc, verify_failures, 0,
+	    (int)(sizeof(verify_cases) / sizeof(verify_cases[0])));
+	tcase_add_test(tc, pins_and_self_signed);
+	tcase_add_test(tc, mutual_tls);
+	tcase_add_test(tc, certificate_by_sni);
+	tcase_add_test(tc, close_notify_both_ways);
+	tcase_add_test(tc, truncation_is_an_error);
+	tcase_add_test(tc, truncated_record);
+	tcase_add_test(tc, over_unix_socket);
+	tcase_add_test(tc, over_pipes);
+	tcase_add_test(tc, tls_inside_tls);
+	tcase_add_test(tc, bulk_with_watermark);
+	tcase_add_test(tc, push_on_socketpair);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("sessions");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, resumption_from_the_cache);
+	tcase_add_test(tc, shared_ticket_keys);
+	tcase_add_test(tc, s_client_sess_out_sess_in);
+	tcase_add_test(tc, keylog_file);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("interop");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, client_to_s_server);
+	tcase_add_test(tc, client_to_s_server_tls12_sni);
+	tcase_add_test(tc, server_to_s_client);
+	tcase_add_test(tc, renegotiation_refused);
+	tcase_add_test(tc, evhttp_with_curl);
+	tcase_add_test(tc, sslscan_finds_nothing_weak);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("bad");
+	tcase_set_timeout(tc, 30);
+	tcase_add_loop_test(tc, garbage_to_server, 0,
+	    (int)(sizeof(bad_bytes) / sizeof(bad_bytes[0])));
+	tcase_add_test(tc, peer_stops_mid_handshake);
+	tcase_add_loop_test(tc, bad_options, 0,
+	    (int)(sizeof(bad_opts) / sizeof(bad_opts[0])));
+	tcase_add_test(tc, server_needs_a_certificate);
+	suite_add_tcase(s, tc);
+
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	return failed ? 1 : 0;
+}
