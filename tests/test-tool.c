@@ -415,6 +415,29 @@ START_TEST(sigterm_drains_a_transfer_in_flight)
 }
 END_TEST
 
+START_TEST(json_log_line_per_connection)
+{
+	int port = free_port();
+	char cmd[2048];
+
+	snprintf(cmd, sizeof(cmd),
+	    "%s listen tcp://127.0.0.1:%d --exec cat --log-format=json "
+	    ">%s/log.json 2>/dev/null & pid=$!; "
+	    "for i in 1 2 3 4 5 6 7 8 9 10; do "
+	    "printf ping | %s connect tcp://127.0.0.1:%d >/dev/null 2>&1 "
+	    "&& break; sleep 0.1; done; sleep 0.3; kill $pid; wait $pid; "
+	    "python3 -c \"import json,sys; "
+	    "l=[json.loads(x) for x in open(sys.argv[1])]; "
+	    "c=l[-1]; assert c[\\\"ok\\\"] and c[\\\"end\\\"]==\\\"closed\\\", c; "
+	    "assert c[\\\"client\\\"][\\\"top_in\\\"]==4, c; "
+	    "assert c[\\\"command\\\"][\\\"stack\\\"]==\\\"cat\\\", c; "
+	    "assert c[\\\"peer\\\"].startswith(\\\"127.0.0.1:\\\"), c\" "
+	    "%s/log.json",
+	    tool(), port, tmpdir, tool(), port, tmpdir);
+	ck_assert_int_eq(sh(cmd), 0);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -439,6 +462,7 @@ main(void)
 	tcase_add_test(tc, max_conns_refuses_the_extra_one);
 	tcase_add_test(tc, rate_limit_within_20_percent);
 	tcase_add_test(tc, sigterm_drains_a_transfer_in_flight);
+	tcase_add_test(tc, json_log_line_per_connection);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -43,7 +43,7 @@ enum {
 #define RELAY_LOW (64 * 1024)
 
 struct opts {
-	int verbose, quiet, stats, echo;
+	int verbose, quiet, stats, echo, json;
 	const char *exec_cmd;
 	struct timeval idle_timeout, drain_timeout;
 	unsigned long max_conns;
@@ -61,6 +61,7 @@ static unsigned long conn_serial;
 /* Serving state of proxy and listen: connection count, limits, drain. */
 static struct {
 	struct strata_listener *l;
+	const char *stack;	/* the listening stack string */
 	unsigned long live;
 	int draining;
 	struct ev_token_bucket_cfg *rate;
@@ -93,6 +94,8 @@ struct side {
 	struct relay *r;
 	struct side *peer;
 	const char *name;	/* "client", "target", ... */
+	const char *stack;	/* its stack string, for the log */
+	char peer_addr[128];	/* its peer address, for the log */
 	int eof;		/* this side's input ended */
 	int done;		/* its output was finished towards it */
 	uint64_t bytes_in;	/* read from this side */
@@ -146,18 +149,88 @@ relay_closed(int delivered, void *arg)
 	free(r);
 }
 
+/* Wire bytes of a stack (its transport's counters), or 0. */
+static void
+wire_bytes(struct bufferevent *bev, uint64_t *in, uint64_t *out)
+{
+	struct strata_layer_stats st;
+
+	*in = *out = 0;
+	if (strata_stats(bev, &st, 1) > 0) {
+		*in = st.read_in;
+		*out = st.write_out;
+	}
+}
+
+/* Write @p s as a JSON string (quotes, backslashes, controls escaped). */
+static void
+json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; s && *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
+/*
+ * One line per connection when it ends: the peer, both stacks, bytes each
+ * way at the wire and at the top, duration, and how it ended (with the
+ * layer's message on errors). Text, or JSON with --log-format=json.
+ */
+static void
+relay_log(struct relay *r)
+{
+	uint64_t win[2], wout[2];
+	const char *how = r->failed ? r->why : "closed";
+	int i;
+
+	if (o.quiet && !r->failed)
+		return;
+	for (i = 0; i < 2; i++)
+		wire_bytes(r->s[i].bev, &win[i], &wout[i]);
+	if (o.json) {
+		printf("{\"conn\":%lu,\"peer\":", r->id);
+		json_str(stdout, r->s[0].peer_addr);
+		for (i = 0; i < 2; i++) {
+			printf(",\"%s\":{\"stack\":", r->s[i].name);
+			json_str(stdout, r->s[i].stack);
+			printf(",\"top_in\":%llu,\"wire_in\":%llu,"
+			       "\"wire_out\":%llu}",
+			    (unsigned long long)r->s[i].bytes_in,
+			    (unsigned long long)win[i],
+			    (unsigned long long)wout[i]);
+		}
+		printf(",\"seconds\":%.3f,\"ok\":%s,\"end\":",
+		    elapsed(&r->start), r->failed ? "false" : "true");
+		json_str(stdout, how);
+		printf("}\n");
+		fflush(stdout);
+		return;
+	}
+	logmsg(r->failed ? 0 : 1,
+	    "#%lu %s %.3fs %s [%s] -> %s [%s]: top %llu/%llu bytes, wire "
+	    "%llu/%llu in, %llu/%llu out: %s",
+	    r->id, r->s[0].peer_addr, elapsed(&r->start), r->s[0].name,
+	    r->s[0].stack, r->s[1].name, r->s[1].stack,
+	    (unsigned long long)r->s[0].bytes_in,
+	    (unsigned long long)r->s[1].bytes_in,
+	    (unsigned long long)win[0], (unsigned long long)win[1],
+	    (unsigned long long)wout[0], (unsigned long long)wout[1], how);
+}
+
 static void
 relay_end(struct relay *r)
 {
 	int i;
 
-	logmsg(r->failed ? 0 : 1,
-	    "#%lu ended after %.3f s: %s -> %s %llu bytes, %s -> %s %llu "
-	    "bytes%s%s",
-	    r->id, elapsed(&r->start), r->s[0].name, r->s[1].name,
-	    (unsigned long long)r->s[0].bytes_in, r->s[1].name, r->s[0].name,
-	    (unsigned long long)r->s[1].bytes_in, r->why[0] ? ": " : "",
-	    r->why);
+	relay_log(r);
 	if (r->failed && exit_code == EXIT_OK)
 		exit_code = EXIT_FAILURE_;
 	r->pending = 2;
@@ -266,14 +339,16 @@ apply_limits(struct bufferevent *bev)
 }
 
 static struct relay *
-relay_new(struct bufferevent *a, const char *an, struct bufferevent *b,
-    const char *bn)
+relay_new(struct bufferevent *a, const char *an, const char *astack,
+    struct bufferevent *b, const char *bn, const char *bstack)
 {
 	struct relay *r = calloc(1, sizeof(*r));
 	int i;
 
 	if (!r)
 		return NULL;
+	r->s[0].stack = astack;
+	r->s[1].stack = bstack;
 	r->id = ++conn_serial;
 	clock_gettime(CLOCK_MONOTONIC, &r->start);
 	r->s[0].bev = a;
@@ -284,6 +359,9 @@ relay_new(struct bufferevent *a, const char *an, struct bufferevent *b,
 		struct side *s = &r->s[i];
 		s->r = r;
 		s->peer = &r->s[1 - i];
+		if (strata_peer_address(s->bev, s->peer_addr,
+			sizeof(s->peer_addr), NULL, NULL) < 0)
+			snprintf(s->peer_addr, sizeof(s->peer_addr), "-");
 		bufferevent_setcb(s->bev, relay_read, relay_write, relay_event,
 		    s);
 		bufferevent_setwatermark(s->bev, EV_WRITE, RELAY_LOW, 0);
@@ -415,6 +493,7 @@ serve(const char *stack, strata_accept_fn cb, void *arg)
 	struct event *sig[2];
 	int i;
 
+	srv.stack = stack;
 	if (!(srv.l = listen_stack(stack, cb, arg)))
 		return exit_code;
 	sig[0] = evsignal_new(base, SIGTERM, on_signal, NULL);
@@ -459,7 +538,8 @@ proxy_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
 		release();
 		return;
 	}
-	if (!(r = relay_new(top, "client", t, "target"))) {
+	if (!(r = relay_new(top, "client", srv.stack, t, "target",
+		  p->target))) {
 		bufferevent_free(top);
 		bufferevent_free(t);
 		release();
@@ -520,7 +600,8 @@ cmd_connect(int argc, char **argv)
 		bufferevent_free(net);
 		return EXIT_FAILURE_;
 	}
-	if (!(r = relay_new(io, "stdio", net, "remote")))
+	if (!(r = relay_new(io, "stdio", "pipe:stdio", net, "remote",
+		  argv[0])))
 		return EXIT_FAILURE_;
 	r->on_end = end_loop;
 	event_base_dispatch(base);
@@ -587,8 +668,9 @@ listen_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
 		strata_listener_free(l);
 		srv.l = NULL;
 	}
-	if (!other || !(r = relay_new(top, "client",
-			     other, o.exec_cmd ? "command" : "stdio"))) {
+	if (!other || !(r = relay_new(top, "client", srv.stack, other,
+			     o.exec_cmd ? "command" : "stdio",
+			     o.exec_cmd ? o.exec_cmd : "pipe:stdio"))) {
 		bufferevent_free(top);
 		if (other)
 			bufferevent_free(other);
@@ -660,6 +742,8 @@ static const char usage_text[] =
     "  -v, --verbose        more detail (per-layer statistics at the end)\n"
     "  -q, --quiet          errors only\n"
     "  --stats              print each stack's per-layer table at the end\n"
+    "  --log-format F       text (stderr) or json (a line per connection\n"
+    "                       on stdout)\n"
     "  --idle-timeout S     close a connection silent this long (off)\n"
     "  --max-conns N        refuse connections beyond N at once\n"
     "  --rate BYTES         per connection and direction, e.g. 1M\n"
@@ -726,6 +810,7 @@ parse_options(int argc, char **argv)
 		{"max-conns", required_argument, NULL, 'M'},
 		{"rate", required_argument, NULL, 'R'},
 		{"rate-total", required_argument, NULL, 'T'},
+		{"log-format", required_argument, NULL, 'L'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -761,6 +846,14 @@ parse_options(int argc, char **argv)
 				&o.rate_total) < 0)
 				return -1;
 			break;
+		case 'L':
+			if (strcmp(optarg, "json") && strcmp(optarg, "text")) {
+				fprintf(stderr, "strata: --log-format is json "
+						"or text\n");
+				return -1;
+			}
+			o.json = !strcmp(optarg, "json");
+			break;
 		case 'h': fputs(usage_text, stdout); exit(EXIT_OK);
 		default: return -1;
 		}
@@ -773,8 +866,9 @@ parse_options(int argc, char **argv)
 	return optind;
 }
 
-/* epoll cannot watch regular files: with stdio redirected from or to a
- * file, use a backend that can (poll reports them always ready). */
+/* epoll watches sockets, pipes and terminals only: with stdio redirected
+ * from or to a file or /dev/null, use a backend that can (poll reports
+ * those always ready). */
 static struct event_base *
 new_base(void)
 {
@@ -784,7 +878,8 @@ new_base(void)
 	int i, regular = 0;
 
 	for (i = 0; i < 2; i++)
-		if (fstat(i, &st) == 0 && S_ISREG(st.st_mode))
+		if (fstat(i, &st) == 0 && !S_ISSOCK(st.st_mode) &&
+		    !S_ISFIFO(st.st_mode) && !isatty(i))
 			regular = 1;
 	if (cfg && regular)
 		event_config_avoid_method(cfg, "epoll");

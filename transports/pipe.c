@@ -18,7 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <sys/epoll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -338,21 +338,26 @@ fd_open(int fd)
 	return fcntl(fd, F_GETFD) >= 0;
 }
 
-/* epoll refuses regular files (EPERM); say so instead of a libevent
- * warning and a stack that never reads. */
+/* epoll refuses regular files and devices such as /dev/null (EPERM): say
+ * so instead of a libevent warning and a stack that never moves. */
 static int
 fd_pollable(struct strata_conn *c, int fd, struct strata_error *err)
 {
-	struct stat st;
+	struct epoll_event ev = {.events = EPOLLIN};
+	int ep, ok;
 
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
-	    strcmp(event_base_get_method(strata_conn_base(c)), "epoll"))
+	if (strcmp(event_base_get_method(strata_conn_base(c)), "epoll"))
 		return 1;
-	strata_error_set(err, STRATA_ERR_INVALID,
-	    "fd %d is a regular file, which epoll cannot watch (use an event "
-	    "base without epoll: event_config_avoid_method(cfg, \"epoll\"))",
-	    fd);
-	return 0;
+	if ((ep = epoll_create1(EPOLL_CLOEXEC)) < 0)
+		return 1;
+	ok = epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0 || errno != EPERM;
+	close(ep);
+	if (!ok)
+		strata_error_set(err, STRATA_ERR_INVALID,
+		    "fd %d is a file or device epoll cannot watch (use an "
+		    "event base without epoll: event_config_avoid_method(cfg, "
+		    "\"epoll\"))", fd);
+	return ok;
 }
 
 static struct bufferevent *
