@@ -8,6 +8,12 @@
  *  2. The lines filter's input side alone, in memory, against an
  *     evbuffer_readln(EVBUFFER_EOL_LF) loop and a bare memchr scan.
  *  3. Heap per idle stack (mallinfo2 over many stacks).
+ *  4. Bulk throughput over loopback TCP and unix sockets, writer and reader
+ *     in two threads: strata_listen + strata_connect stacks against plain
+ *     socket bufferevents with libevent's defaults and a blocking
+ *     read/write loop.
+ *  5. Memory per idle TCP connection (RSS and heap, each end in a fresh
+ *     process of its own) against plain socket bufferevents.
  *
  * Every timed figure is the median of several runs; the variants of one
  * section run interleaved so that drift (other load, frequency) hits all of
@@ -19,8 +25,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stddef.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,6 +42,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/listener.h>
 
 #include "internal.h"
 
@@ -46,6 +61,8 @@ struct opts {
 	size_t text_mib;    /* size of the generated text */
 	int runs;
 	int idle_stacks;
+	int idle_conns;
+	int no_pin; /* -P: let the scheduler place the threads */
 	int verbose;
 };
 
@@ -864,6 +881,973 @@ memory_section(const struct opts *o)
 	event_base_free(base);
 }
 
+/* ---- 4. bulk throughput over loopback sockets ---- */
+
+/*
+ * A writer and a reader over a real loopback connection, each in its own
+ * thread (the writer in the calling thread, the reader in a second one), so
+ * that every variant gets the same two cores: the blocking read/write loop
+ * needs two threads, and the event-loop variants get one event loop per end.
+ */
+
+enum sock_kind { SK_TCP, SK_UNIX };
+enum sock_how { SH_BLOCKING, SH_PLAIN, SH_STRATA };
+
+struct sock_variant {
+	const char *name; /* for -x */
+	const char *label;
+	enum sock_kind kind;
+	enum sock_how how;
+	const char *filters; /* SH_STRATA: appended to the address */
+	unsigned flags;	     /* V_LINES, V_TUNED (SH_PLAIN), S_* */
+	double target_plain; /* ratio to the plain row, 0: none */
+	double target_block; /* ratio to the blocking row, 0: none */
+};
+
+#define S_PLAIN_BASE 0x100 /* the plain libevent row of its kind */
+#define S_BLOCK_BASE 0x200 /* the blocking read/write row of its kind */
+#define S_NODELAY 0x400	   /* TCP_NODELAY on both sockets (SH_BLOCKING) */
+
+#define BLOCK_IO (256 * 1024) /* the blocking loop's write and read size */
+
+static const struct sock_variant sock_variants[] = {
+    {"tcp-block", "blocking read/write loop, 256 KiB", SK_TCP, SH_BLOCKING,
+	NULL, S_BLOCK_BASE, 0, 0},
+    {"tcp-plain", "plain bufferevents, libevent defaults", SK_TCP, SH_PLAIN,
+	NULL, S_PLAIN_BASE, 0, 0},
+    {"tcp-strata", "strata \"tcp://\"", SK_TCP, SH_STRATA, "", 0, 1.5, 0.75},
+    {"tcp-lines", "strata \"tcp:// | lines\"", SK_TCP, SH_STRATA, " | lines",
+	V_LINES, 0, 0},
+    {"tcp-nodelay-no", "ref: strata \"tcp://(nodelay=no)\"", SK_TCP, SH_STRATA,
+	"(nodelay=no)", 0, 0, 0},
+    {"tcp-plain-tuned", "ref: plain + strata_socket_tune()", SK_TCP, SH_PLAIN,
+	NULL, V_TUNED, 0, 0},
+    {"tcp-block-nodelay", "ref: blocking loop + TCP_NODELAY", SK_TCP,
+	SH_BLOCKING, NULL, S_NODELAY, 0, 0},
+    {"unix-block", "blocking read/write loop, 256 KiB", SK_UNIX, SH_BLOCKING,
+	NULL, S_BLOCK_BASE, 0, 0},
+    {"unix-plain", "plain bufferevents, libevent defaults", SK_UNIX, SH_PLAIN,
+	NULL, S_PLAIN_BASE, 0, 0},
+    {"unix-strata", "strata \"unix:\"", SK_UNIX, SH_STRATA, "", 0, 0, 0},
+    {"unix-lines", "strata \"unix: | lines\"", SK_UNIX, SH_STRATA, " | lines",
+	V_LINES, 0, 0},
+};
+
+#define N_SOCK_VARIANTS STRATA_ARRAY_LEN(sock_variants)
+
+/* A fresh loopback address: TCP port 0 (the kernel picks), or a unique
+ * abstract unix name. */
+static socklen_t
+sock_addr(enum sock_kind kind, struct sockaddr_storage *ss)
+{
+	static unsigned seq;
+
+	memset(ss, 0, sizeof(*ss));
+	if (kind == SK_TCP) {
+		struct sockaddr_in *in = (struct sockaddr_in *)ss;
+		in->sin_family = AF_INET;
+		in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		return sizeof(*in);
+	} else {
+		struct sockaddr_un *un = (struct sockaddr_un *)ss;
+		int n;
+		un->sun_family = AF_UNIX;
+		n = snprintf(un->sun_path + 1, sizeof(un->sun_path) - 1,
+		    "strata-bench-%ld-%u", (long)getpid(), seq++);
+		return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+				   (size_t)n);
+	}
+}
+
+/* A connected pair over @p kind: *cfd connected, *afd accepted. Blocking. */
+static void
+sock_pair(enum sock_kind kind, int *cfd, int *afd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sock_addr(kind, &ss);
+	int fam = kind == SK_TCP ? AF_INET : AF_UNIX;
+	int l = socket(fam, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (l < 0 || bind(l, (struct sockaddr *)&ss, len) < 0 ||
+	    listen(l, 1) < 0 ||
+	    getsockname(l, (struct sockaddr *)&ss, &len) < 0)
+		die("listen", strerror(errno));
+	if ((*cfd = socket(fam, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+	    connect(*cfd, (struct sockaddr *)&ss, len) < 0 ||
+	    (*afd = accept4(l, NULL, NULL, SOCK_CLOEXEC)) < 0)
+		die("connect", strerror(errno));
+	close(l);
+}
+
+/* The reader's thread: its own event loop, or a blocking read loop. */
+struct sock_reader {
+	struct flow f;
+	int fd; /* blocking loop only */
+	int blocking;
+};
+
+/*
+ * Pin the writer and the reader to two different cores. Unpinned, the
+ * scheduler sometimes ran both threads on one core for a whole run (MB/s
+ * equal to MB/cpu-s), and a run's rate then depended on where the threads
+ * landed (tcp | lines at half its rate, the blocking loop faster).
+ */
+static int pin_cpu[2] = {-1, -1};
+
+static void
+pin_init(void)
+{
+	cpu_set_t set;
+	int c, k = 0;
+
+	if (sched_getaffinity(0, sizeof(set), &set) < 0)
+		return;
+	for (c = 0; c < CPU_SETSIZE && k < 2; c++)
+		if (CPU_ISSET(c, &set))
+			pin_cpu[k++] = c;
+	if (k < 2)
+		pin_cpu[0] = pin_cpu[1] = -1;
+}
+
+/* Pin the calling thread to @p cpu, if pinning is on. */
+static void
+pin_to(int cpu)
+{
+	cpu_set_t set;
+
+	if (cpu < 0)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+static void *
+sock_reader_main(void *arg)
+{
+	struct sock_reader *r = arg;
+	char *buf;
+
+	pin_to(pin_cpu[1]);
+
+	if (!r->blocking) {
+		while (!r->f.done && !r->f.failed)
+			event_base_loop(r->f.base, EVLOOP_ONCE);
+		return NULL;
+	}
+	if (!(buf = malloc(BLOCK_IO)))
+		die("out of memory", NULL);
+	while (r->f.got < r->f.total) {
+		ssize_t n = read(r->fd, buf, BLOCK_IO);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		r->f.got += (size_t)n;
+	}
+	free(buf);
+	return NULL;
+}
+
+static void
+block_write(int fd, const struct text *text, size_t total)
+{
+	size_t sent = 0, off = 0;
+
+	while (sent < total) {
+		size_t n = BLOCK_IO;
+		ssize_t w;
+		if (n > total - sent)
+			n = total - sent;
+		if (n > text->len - off)
+			n = text->len - off;
+		w = write(fd, text->buf + off, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			die("blocking write", strerror(errno));
+		sent += (size_t)w;
+		off = (off + (size_t)w) % text->len;
+	}
+}
+
+/* The writer's event loop is done when everything left its process. */
+static int
+writer_idle(const struct flow *f, struct bufferevent *w)
+{
+	struct bufferevent *t = strata_transport(w);
+
+	return f->sent == f->total &&
+	       !evbuffer_get_length(bufferevent_get_output(w)) &&
+	       (!t || !evbuffer_get_length(bufferevent_get_output(t)));
+}
+
+/* Setup of a strata pair: the connecting end's events, the accepted top. */
+struct sock_setup {
+	struct bufferevent *accepted;
+	int connected, failed;
+};
+
+static void
+setup_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
+{
+	struct sock_setup *s = arg;
+
+	(void)l;
+	if (s->accepted)
+		die("strata_listen: a second connection", NULL);
+	s->accepted = top;
+}
+
+static void
+setup_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct sock_setup *s = arg;
+
+	if (what & BEV_EVENT_CONNECTED)
+		s->connected = 1;
+	else {
+		fprintf(stderr, "strata-bench: connect: event 0x%x: %s\n", what,
+		    strata_last_error(bev) ? strata_last_error(bev) : "-");
+		s->failed = 1;
+	}
+}
+
+static void
+sock_reader_event(struct bufferevent *bev, short what, void *arg)
+{
+	if (what == BEV_EVENT_CONNECTED) /* an accepted stack announces */
+		return;
+	stream_event(bev, what, arg);
+}
+
+/* strata_listen + strata_connect over @p v's transport: *w connected,
+ * *r accepted. */
+static void
+strata_pair(const struct sock_variant *v, struct event_base *wb,
+    struct event_base *rb, struct bufferevent **w, struct bufferevent **r)
+{
+	struct sock_setup s = {NULL, 0, 0};
+	struct strata_listener *l;
+	struct strata_error err;
+	char addr[160], stack[256];
+
+	if (v->kind == SK_TCP)
+		snprintf(addr, sizeof(addr), "tcp://127.0.0.1:0");
+	else {
+		struct sockaddr_storage ss;
+		socklen_t len = sock_addr(SK_UNIX, &ss);
+		snprintf(addr, sizeof(addr), "unix:@%.*s",
+		    (int)(len - offsetof(struct sockaddr_un, sun_path) - 1),
+		    ((struct sockaddr_un *)&ss)->sun_path + 1);
+	}
+	snprintf(stack, sizeof(stack), "%s%s", addr, v->filters);
+	if (!(l = strata_listen(
+		  rb, stack, BEV_OPT_CLOSE_ON_FREE, setup_accept, &s, &err)))
+		die("strata_listen", err.message);
+	if (v->kind == SK_TCP)
+		snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%d",
+		    strata_listener_port(l));
+	snprintf(stack, sizeof(stack), "%s%s", addr, v->filters);
+	if (!(*w = strata_connect(
+		  wb, NULL, stack, BEV_OPT_CLOSE_ON_FREE, &err)))
+		die("strata_connect", err.message);
+	bufferevent_setcb(*w, NULL, NULL, setup_event, &s);
+	while (!s.failed && (!s.connected || !s.accepted)) {
+		event_base_loop(wb, EVLOOP_NONBLOCK);
+		event_base_loop(rb, EVLOOP_NONBLOCK);
+	}
+	if (s.failed)
+		die("strata pair setup failed", v->label);
+	strata_listener_free(l);
+	*r = s.accepted;
+}
+
+/* One transfer of @p total bytes from the connecting end to the accepted
+ * end, timed from the first write until the reader has every byte. */
+static struct timing
+sock_run(const struct text *text, size_t total, const struct sock_variant *v)
+{
+	struct event_base *wb = NULL, *rb = NULL;
+	struct bufferevent *w = NULL, *r = NULL;
+	struct timeval tmo = {STREAM_TIMEOUT_S, 0};
+	struct event *wguard = NULL, *rguard = NULL;
+	struct sock_reader rd;
+	struct flow wf;
+	struct timing t;
+	pthread_t th;
+	cpu_set_t all_cpus;
+	int cfd = -1, afd = -1;
+
+	sched_getaffinity(0, sizeof(all_cpus), &all_cpus);
+	memset(&wf, 0, sizeof(wf));
+	memset(&rd, 0, sizeof(rd));
+	wf.text = text;
+	wf.total = rd.f.total = total;
+	if (v->how == SH_BLOCKING) {
+		sock_pair(v->kind, &cfd, &afd);
+		if (v->flags & S_NODELAY) {
+			int one = 1;
+			setsockopt(
+			    cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+			setsockopt(
+			    afd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		}
+		rd.blocking = 1;
+		rd.fd = afd;
+	} else {
+		if (!(wb = event_base_new()) || !(rb = event_base_new()))
+			die("event_base_new failed", NULL);
+		wf.base = wb;
+		rd.f.base = rb;
+		if (v->how == SH_PLAIN) {
+			sock_pair(v->kind, &cfd, &afd);
+			if (evutil_make_socket_nonblocking(cfd) < 0 ||
+			    evutil_make_socket_nonblocking(afd) < 0)
+				die("nonblocking", strerror(errno));
+			w = bufferevent_socket_new(
+			    wb, cfd, BEV_OPT_CLOSE_ON_FREE);
+			r = bufferevent_socket_new(
+			    rb, afd, BEV_OPT_CLOSE_ON_FREE);
+			if (!w || !r)
+				die("bufferevent_socket_new failed", NULL);
+			if ((v->flags & V_TUNED) &&
+			    (strata_socket_tune(w, -1) < 0 ||
+				strata_socket_tune(r, -1) < 0))
+				die("strata_socket_tune failed", NULL);
+		} else
+			strata_pair(v, wb, rb, &w, &r);
+		bufferevent_setcb(w, NULL, stream_write, stream_event, &wf);
+		bufferevent_setcb(
+		    r, stream_read, NULL, sock_reader_event, &rd.f);
+		bufferevent_setwatermark(w, EV_WRITE, STREAM_LOW, 0);
+		bufferevent_enable(w, EV_WRITE);
+		bufferevent_enable(r, EV_READ);
+		wguard = evtimer_new(wb, stream_timeout, &wf);
+		rguard = evtimer_new(rb, stream_timeout, &rd.f);
+		if (!wguard || !rguard)
+			die("evtimer_new failed", NULL);
+		evtimer_add(wguard, &tmo);
+		evtimer_add(rguard, &tmo);
+	}
+	if (pthread_create(&th, NULL, sock_reader_main, &rd))
+		die("pthread_create failed", NULL);
+
+	pin_to(pin_cpu[0]);
+	t = timing_now();
+	if (v->how == SH_BLOCKING)
+		block_write(cfd, text, total);
+	else {
+		stream_write(w, &wf);
+		while (!wf.failed && !writer_idle(&wf, w))
+			event_base_loop(wb, EVLOOP_ONCE);
+	}
+	pthread_join(th, NULL);
+	t = timing_since(t);
+	if (pin_cpu[0] >= 0) /* the main thread runs the other sections */
+		pthread_setaffinity_np(
+		    pthread_self(), sizeof(all_cpus), &all_cpus);
+
+	if (wf.failed || rd.f.failed || rd.f.got != total ||
+	    (v->how != SH_BLOCKING && wf.sent != total))
+		die("sockets: transfer failed", v->label);
+	if (v->how == SH_STRATA) {
+		struct strata_layer_stats st[2];
+		if (strata_stats(r, st, 2) < 1 || st[0].read_in != total ||
+		    strata_stats(w, st, 2) < 1 || st[0].write_out != total)
+			die("sockets: wrong wire byte count", v->label);
+	}
+	if (v->flags & V_LINES) {
+		unsigned long long want =
+		    (unsigned long long)(total / text->len * text->lines);
+		if (stack_lines(r) != want || rd.f.cut)
+			die("sockets: lines: wrong line count or a cut line",
+			    v->label);
+	}
+	if (wguard)
+		event_free(wguard);
+	if (rguard)
+		event_free(rguard);
+	if (w)
+		bufferevent_free(w);
+	if (r)
+		bufferevent_free(r);
+	if (v->how == SH_BLOCKING) {
+		close(cfd);
+		close(afd);
+	}
+	if (wb)
+		event_base_free(wb);
+	if (rb)
+		event_base_free(rb);
+	return t;
+}
+
+/* A ratio cell, blank without a baseline. */
+static void
+ratio_cell(double r, double base)
+{
+	if (base > 0)
+		printf(" %6.3fx", r / base);
+	else
+		printf(" %7s", "");
+}
+
+/* "ok" or "MISS" for a ratio and its lower bound, with the ratio. */
+static void
+verdict(const char *what, double r, double target)
+{
+	printf("%s %.2fx %s", what, r, r >= target ? "ok" : "MISS");
+}
+
+/* The rows of one socket kind, [i, j), and their targets. */
+static void
+sock_group(const struct opts *o, struct timing (*tm)[MAX_RUNS], size_t i,
+    size_t j, double total)
+{
+	const struct sock_variant *v = sock_variants;
+	struct rate plain = {0, 0}, block = {0, 0}, r;
+	size_t k;
+
+	for (k = i; k < j; k++) {
+		r = rate_of(tm[k], o->runs, total);
+		if (v[k].flags & S_PLAIN_BASE)
+			plain = r;
+		if (v[k].flags & S_BLOCK_BASE)
+			block = r;
+	}
+	printf("\n   %-42s %8s %8s   %-16s %s\n   %-42s %8s %8s %7s %7s "
+	       " %7s %7s\n",
+	    v[i].kind == SK_TCP ? "TCP over 127.0.0.1"
+				: "unix socket (abstract name)",
+	    "MB/s", "MB/cpu-s", "ratio to plain", "ratio to blocking", "", "",
+	    "", "wall", "cpu", "wall", "cpu");
+	for (k = i; k < j; k++) {
+		r = rate_of(tm[k], o->runs, total);
+		printf("   %-42s %8.1f %8.1f", v[k].label, r.wall / 1e6,
+		    r.cpu / 1e6);
+		ratio_cell(r.wall, plain.wall);
+		ratio_cell(r.cpu, plain.cpu);
+		printf(" ");
+		ratio_cell(r.wall, block.wall);
+		ratio_cell(r.cpu, block.cpu);
+		printf("\n");
+		if (o->verbose)
+			print_runs(v[k].label, tm[k], o->runs, total);
+	}
+	for (k = i; k < j; k++) {
+		r = rate_of(tm[k], o->runs, total);
+		if (v[k].target_plain > 0) {
+			printf("   target: %s >= %.2fx plain:", v[k].label,
+			    v[k].target_plain);
+			verdict(
+			    " wall", r.wall / plain.wall, v[k].target_plain);
+			verdict(", cpu", r.cpu / plain.cpu, v[k].target_plain);
+			printf("\n");
+		}
+		if (v[k].target_block > 0) {
+			printf("   target: %s >= %.2fx blocking:", v[k].label,
+			    v[k].target_block);
+			verdict(
+			    " wall", r.wall / block.wall, v[k].target_block);
+			verdict(", cpu", r.cpu / block.cpu, v[k].target_block);
+			printf("\n");
+		}
+	}
+}
+
+static void
+sock_section(const struct opts *o, const struct text *text)
+{
+	const struct sock_variant *v = sock_variants;
+	struct timing tm[N_SOCK_VARIANTS][MAX_RUNS];
+	size_t reps = (o->stream_mib * MIB + text->len - 1) / text->len;
+	size_t total = reps * text->len, i, j;
+	int run;
+
+	if (!o->no_pin)
+		pin_init();
+	for (i = 0; i < N_SOCK_VARIANTS; i++) /* warm-up */
+		sock_run(text, text->len, &v[i]);
+	for (run = 0; run < o->runs; run++)
+		for (i = 0; i < N_SOCK_VARIANTS; i++)
+			tm[i][run] = sock_run(text, total, &v[i]);
+
+	printf("\n4. Bulk throughput over loopback sockets, writer and reader "
+	       "in two threads of one process\n   %.1f MB per run, event "
+	       "loops: %d KiB chunks topped up below %d KiB, reader drains;\n"
+	       "   blocking loop: write(2) and read(2) of %d KiB; strata "
+	       "stacks: strata_listen + strata_connect\n",
+	    (double)total / 1e6, STREAM_CHUNK / 1024, STREAM_FILL / 1024,
+	    BLOCK_IO / 1024);
+	for (i = 0; i < N_SOCK_VARIANTS; i = j) {
+		for (j = i; j < N_SOCK_VARIANTS && v[j].kind == v[i].kind; j++)
+			;
+		sock_group(o, tm, i, j, (double)total);
+	}
+}
+
+/* ---- 5. memory per idle TCP connection ---- */
+
+/*
+ * Each end runs in a process of its own, started fresh (fork + exec of this
+ * program with -Z), so that the parent's warm heap, already resident, does
+ * not hide the pages the connections take, and so that each process needs
+ * only one fd per connection. The parent starts the server, then the
+ * client, and reads one result line from each.
+ */
+
+#define MEM_BATCH 256 /* connects in flight at a time (accept backlog) */
+
+struct mem_variant {
+	const char *name; /* passed to the children */
+	const char *label;
+	const char *filters; /* NULL: plain libevent bufferevents */
+	int raw;	     /* plain, with a libevent filter bev on top */
+	double target;	     /* RSS ratio to plain, 0: none */
+};
+
+static const struct mem_variant mem_variants[] = {
+    {"plain", "plain socket bufferevents (baseline)", NULL, 0, 0},
+    {"tcp", "strata \"tcp://127.0.0.1:PORT\"", "", 0, 0},
+    {"lines", "strata \"tcp://127.0.0.1:PORT | lines\"", " | lines", 0, 2.0},
+    {"filter", "ref: libevent filter bev over a socket bev", NULL, 1, 0},
+};
+
+#define N_MEM_VARIANTS STRATA_ARRAY_LEN(mem_variants)
+
+/* Resident set and heap in use, in bytes. */
+struct mem_use {
+	double rss, heap;
+};
+
+static struct mem_use
+mem_now(void)
+{
+	struct mem_use m = {0, (double)heap_used()};
+	long size = 0, resident = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (!f || fscanf(f, "%ld %ld", &size, &resident) != 2)
+		die("cannot read /proc/self/statm", NULL);
+	fclose(f);
+	m.rss = (double)resident * (double)sysconf(_SC_PAGESIZE);
+	return m;
+}
+
+/* Raise the soft fd limit to @p want (and the hard one, as root, if
+ * needed). Returns how many fds may be open. */
+static long
+nofile_raise(long want)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 1024;
+	if (rl.rlim_max != RLIM_INFINITY && (long)rl.rlim_max < want) {
+		struct rlimit hard = {(rlim_t)want, (rlim_t)want};
+		if (setrlimit(RLIMIT_NOFILE, &hard) == 0)
+			return want;
+	}
+	if ((long)rl.rlim_cur < want) {
+		rl.rlim_cur =
+		    rl.rlim_max == RLIM_INFINITY || (long)rl.rlim_max > want
+			? (rlim_t)want
+			: rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	getrlimit(RLIMIT_NOFILE, &rl);
+	return (long)rl.rlim_cur;
+}
+
+/* One end of the memory run: its connections and counters. */
+struct mem_end {
+	struct event_base *base;
+	struct bufferevent **b;
+	int n, made, ready;
+	const char *filters;
+	int raw;
+};
+
+static void
+mem_read(struct bufferevent *bev, void *arg)
+{
+	(void)arg;
+	evbuffer_drain(bufferevent_get_input(bev),
+	    evbuffer_get_length(bufferevent_get_input(bev)));
+}
+
+static void
+mem_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct mem_end *m = arg;
+
+	if (what & BEV_EVENT_CONNECTED) {
+		m->ready++;
+		return;
+	}
+	fprintf(stderr, "strata-bench: memory: event 0x%x: %s\n", what,
+	    strata_last_error(bev) ? strata_last_error(bev) : "-");
+	exit(1);
+}
+
+static void
+mem_keep(struct mem_end *m, struct bufferevent *bev)
+{
+	if (m->raw && !(bev = bufferevent_filter_new(bev, pass_filter,
+			    pass_filter, BEV_OPT_CLOSE_ON_FREE, NULL, NULL)))
+		die("bufferevent_filter_new failed", NULL);
+	if (m->made >= m->n)
+		die("memory: more connections than expected", NULL);
+	m->b[m->made++] = bev;
+	bufferevent_setcb(bev, mem_read, NULL, mem_event, m);
+	bufferevent_enable(bev, EV_READ);
+}
+
+static void
+mem_accept_strata(struct strata_listener *l, struct bufferevent *top, void *arg)
+{
+	(void)l;
+	mem_keep(arg, top);
+}
+
+static void
+mem_accept_plain(struct evconnlistener *l, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	struct mem_end *m = arg;
+	struct bufferevent *bev =
+	    bufferevent_socket_new(m->base, fd, BEV_OPT_CLOSE_ON_FREE);
+
+	(void)l;
+	(void)sa;
+	(void)salen;
+	if (!bev)
+		die("bufferevent_socket_new failed", NULL);
+	mem_keep(m, bev);
+}
+
+/* Print this end's bytes per connection, then wait for the parent to close
+ * our stdin: the connections stay up until both ends have measured. */
+static void
+mem_report(struct mem_end *m, struct mem_use before)
+{
+	struct mem_use after;
+	char c;
+	int i;
+
+	for (i = 0; i < 4; i++) /* deferred callbacks, announce events */
+		event_base_loop(m->base, EVLOOP_NONBLOCK);
+	after = mem_now();
+	printf("%d %.1f %.1f\n", m->made, (after.rss - before.rss) / m->made,
+	    (after.heap - before.heap) / m->made);
+	fflush(stdout);
+	while (read(0, &c, 1) > 0)
+		;
+	/* Reset instead of a FIN: tens of thousands of sockets in TIME_WAIT
+	 * slowed the next minute of loopback TCP (their timers expiring). */
+	for (i = 0; i < m->made; i++) {
+		struct linger lg = {1, 0};
+		setsockopt(bufferevent_getfd(m->b[i]), SOL_SOCKET, SO_LINGER,
+		    &lg, sizeof(lg));
+	}
+	exit(0);
+}
+
+static void
+mem_end_init(struct mem_end *m, const char *variant, int n)
+{
+	size_t i;
+
+	memset(m, 0, sizeof(*m));
+	for (i = 0; i < N_MEM_VARIANTS; i++)
+		if (!strcmp(mem_variants[i].name, variant))
+			break;
+	if (i == N_MEM_VARIANTS)
+		die("memory: unknown variant", variant);
+	m->filters = mem_variants[i].filters;
+	m->raw = mem_variants[i].raw;
+	m->n = n;
+	if (!(m->base = event_base_new()) ||
+	    !(m->b = calloc((size_t)n, sizeof(*m->b))))
+		die("out of memory", NULL);
+	if (nofile_raise(n + 64) < n + 64)
+		die("memory: not enough file descriptors", NULL);
+}
+
+/* -Z server:VARIANT:N */
+static void
+mem_server(const char *variant, int n)
+{
+	struct sockaddr_in sin;
+	struct mem_end m;
+	struct strata_error err;
+	struct mem_use before;
+	int port;
+
+	mem_end_init(&m, variant, n);
+	if (m.filters) {
+		char stack[128];
+		struct strata_listener *l;
+		snprintf(
+		    stack, sizeof(stack), "tcp://127.0.0.1:0%s", m.filters);
+		if (!(l = strata_listen(m.base, stack, BEV_OPT_CLOSE_ON_FREE,
+			  mem_accept_strata, &m, &err)))
+			die("strata_listen", err.message);
+		port = strata_listener_port(l);
+	} else {
+		struct evconnlistener *l;
+		socklen_t len = sizeof(sin);
+		memset(&sin, 0, sizeof(sin));
+		sin.sin_family = AF_INET;
+		sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		if (!(l = evconnlistener_new_bind(m.base, mem_accept_plain, &m,
+			  LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 511,
+			  (struct sockaddr *)&sin, sizeof(sin))) ||
+		    getsockname(evconnlistener_get_fd(l),
+			(struct sockaddr *)&sin, &len) < 0)
+			die("listen", strerror(errno));
+		port = ntohs(sin.sin_port);
+	}
+	before = mem_now();
+	printf("%d\n", port);
+	fflush(stdout);
+	while (m.made < n)
+		event_base_loop(m.base, EVLOOP_ONCE);
+	mem_report(&m, before);
+}
+
+/* -Z client:VARIANT:N:PORT */
+static void
+mem_client(const char *variant, int n, int port)
+{
+	struct sockaddr_in sin;
+	struct mem_end m;
+	struct strata_error err;
+	struct mem_use before;
+	char stack[128];
+
+	mem_end_init(&m, variant, n);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_port = htons((uint16_t)port);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d%s", port,
+	    m.filters ? m.filters : "");
+	before = mem_now();
+	while (m.made < n) {
+		int k;
+		for (k = 0; k < MEM_BATCH && m.made < n; k++) {
+			struct bufferevent *bev;
+			if (m.filters) {
+				bev = strata_connect(m.base, NULL, stack,
+				    BEV_OPT_CLOSE_ON_FREE, &err);
+				if (!bev)
+					die("strata_connect", err.message);
+				mem_keep(&m, bev);
+				continue;
+			}
+			bev = bufferevent_socket_new(
+			    m.base, -1, BEV_OPT_CLOSE_ON_FREE);
+			if (!bev)
+				die("bufferevent_socket_new failed", NULL);
+			mem_keep(&m, bev);
+			if (bufferevent_socket_connect(
+				bev, (struct sockaddr *)&sin, sizeof(sin)) < 0)
+				die("bufferevent_socket_connect failed", NULL);
+		}
+		while (m.ready < m.made)
+			event_base_loop(m.base, EVLOOP_ONCE);
+	}
+	mem_report(&m, before);
+}
+
+/* Run one end as a child process: -Z @p spec. Its stdin and stdout are
+ * pipes to us. */
+struct child {
+	pid_t pid;
+	FILE *out;
+	int in;
+};
+
+static void
+child_start(struct child *c, const char *spec)
+{
+	int to[2], from[2];
+
+	if (pipe(to) < 0 || pipe(from) < 0)
+		die("pipe", strerror(errno));
+	fflush(stdout);
+	if ((c->pid = fork()) < 0)
+		die("fork", strerror(errno));
+	if (c->pid == 0) {
+		dup2(to[0], 0);
+		dup2(from[1], 1);
+		close(to[0]);
+		close(to[1]);
+		close(from[0]);
+		close(from[1]);
+		execl(
+		    "/proc/self/exe", "strata-bench", "-Z", spec, (char *)NULL);
+		_exit(127);
+	}
+	close(to[0]);
+	close(from[1]);
+	c->in = to[1];
+	if (!(c->out = fdopen(from[0], "r")))
+		die("fdopen", strerror(errno));
+}
+
+static void
+child_line(struct child *c, char *buf, size_t len)
+{
+	if (!fgets(buf, (int)len, c->out))
+		die("memory: a child process failed", NULL);
+}
+
+static void
+child_end(struct child *c)
+{
+	int st;
+
+	close(c->in);
+	fclose(c->out);
+	waitpid(c->pid, &st, 0);
+}
+
+struct mem_result {
+	int n;
+	double rss, heap;
+};
+
+static void
+mem_parse(const char *line, struct mem_result *r)
+{
+	if (sscanf(line, "%d %lf %lf", &r->n, &r->rss, &r->heap) != 3)
+		die("memory: bad result line", line);
+}
+
+static void
+mem_cells(const struct mem_result *r, const struct mem_result *base)
+{
+	printf(" %7.0f %7.0f %6.2fx %6.2fx", r->rss, r->heap,
+	    r->rss / base->rss, r->heap / base->heap);
+}
+
+static void
+mem_target(const char *end, const struct mem_result *r,
+    const struct mem_result *base, double target)
+{
+	printf("%s: RSS %.2fx %s, heap %.2fx %s", end, r->rss / base->rss,
+	    r->rss / base->rss <= target ? "ok" : "MISS", r->heap / base->heap,
+	    r->heap / base->heap <= target ? "ok" : "MISS");
+}
+
+static void
+mem_section(const struct opts *o)
+{
+	struct mem_result cl[N_MEM_VARIANTS], sv[N_MEM_VARIANTS];
+	char spec[128], line[128];
+	size_t i;
+	int n = o->idle_conns;
+	long fds = nofile_raise(n + 64); /* the children inherit it */
+
+	if (fds < n + 64)
+		n = (int)fds - 64;
+	if (n < 1)
+		die("memory: not enough file descriptors", NULL);
+	for (i = 0; i < N_MEM_VARIANTS; i++) {
+		struct child srv, cli;
+		int port;
+		snprintf(spec, sizeof(spec), "server:%s:%d",
+		    mem_variants[i].name, n);
+		child_start(&srv, spec);
+		child_line(&srv, line, sizeof(line));
+		port = atoi(line);
+		snprintf(spec, sizeof(spec), "client:%s:%d:%d",
+		    mem_variants[i].name, n, port);
+		child_start(&cli, spec);
+		child_line(&cli, line, sizeof(line));
+		mem_parse(line, &cl[i]);
+		child_line(&srv, line, sizeof(line));
+		mem_parse(line, &sv[i]);
+		child_end(&cli);
+		child_end(&srv);
+		if (cl[i].n != n || sv[i].n != n)
+			die("memory: wrong connection count", NULL);
+	}
+	printf("\n5. Memory per idle TCP connection over 127.0.0.1: %d "
+	       "connections, reading enabled;\n   each end in a fresh "
+	       "process of its own; bytes per connection, (after - before) / "
+	       "%d\n",
+	    n, n);
+	if (n < o->idle_conns)
+		printf("   (%d connections asked for: the fd limit allows %ld "
+		       "per process)\n",
+		    o->idle_conns, fds);
+	printf("\n   %-42s %-32s %s\n", "", "client (connecting) end",
+	    "server (accepting) end");
+	printf("   %-42s %7s %7s %7s %7s %7s %7s %7s %7s\n", "stack", "RSS",
+	    "heap", "RSS", "heap", "RSS", "heap", "RSS", "heap");
+	for (i = 0; i < N_MEM_VARIANTS; i++) {
+		printf("   %-42s", mem_variants[i].label);
+		mem_cells(&cl[i], &cl[0]);
+		mem_cells(&sv[i], &sv[0]);
+		printf("\n");
+	}
+	for (i = 0; i < N_MEM_VARIANTS; i++) {
+		if (mem_variants[i].target <= 0)
+			continue;
+		printf("   target: %s <= %.1fx plain:\n          ",
+		    mem_variants[i].label, mem_variants[i].target);
+		mem_target("client", &cl[i], &cl[0], mem_variants[i].target);
+		printf("; ");
+		mem_target("server", &sv[i], &sv[0], mem_variants[i].target);
+		printf("\n");
+	}
+}
+
+/* -Z ROLE:VARIANT:N[:PORT]: one end of a memory run (see mem_section). */
+static void
+mem_child(const char *spec)
+{
+	char role[16], variant[32];
+	int n = 0, port = 0;
+
+	if (sscanf(spec, "%15[^:]:%31[^:]:%d:%d", role, variant, &n, &port) <
+		3 ||
+	    n < 1)
+		die("bad -Z", spec);
+	if (!strcmp(role, "server"))
+		mem_server(variant, n);
+	else if (!strcmp(role, "client") && port > 0)
+		mem_client(variant, n, port);
+	die("bad -Z", spec);
+}
+
+/* For profilers: one socket variant only (by its -x name), no warm-up. */
+static int
+sock_one(const struct opts *o, const struct text *text, const char *name)
+{
+	size_t reps = (o->stream_mib * MIB + text->len - 1) / text->len;
+	size_t total = reps * text->len, i;
+	int run;
+
+	for (i = 0; i < N_SOCK_VARIANTS; i++)
+		if (!strcmp(sock_variants[i].name, name))
+			break;
+	if (i == N_SOCK_VARIANTS)
+		return 0;
+	if (!o->no_pin)
+		pin_init();
+	for (run = 0; run < o->runs; run++) {
+		struct timing t = sock_run(text, total, &sock_variants[i]);
+		printf("%s: %.1f MB/s (%.1f per CPU second)\n", name,
+		    (double)total / t.wall / 1e6, (double)total / t.cpu / 1e6);
+	}
+	return 1;
+}
+
 /* ---- main ---- */
 
 /*
@@ -884,35 +1868,47 @@ malloc_pin(void)
 static void
 usage(void)
 {
+	size_t i;
+
 	fprintf(stderr,
 	    "usage: strata-bench [-s MIB] [-t MIB] [-r RUNS] [-n STACKS] "
-	    "[-M] [-v] [-S SECTIONS] [-x STACK]\n"
-	    "  -s  bytes per stream run in MiB (default 512)\n"
+	    "[-c CONNS] [-M] [-P] [-v]\n"
+	    "                    [-S SECTIONS] [-x VARIANT]\n"
+	    "  -s  bytes per stream run in MiB (default 512; sections 1, 4)\n"
 	    "  -t  size of the generated text in MiB (default 64)\n"
 	    "  -r  runs per variant, median reported (default 7, max %d)\n"
-	    "  -n  idle stacks for the memory row (default 1000)\n"
-	    "  -S  sections to run, e.g. 13 (default 123)\n"
-	    "  -x  NAME: run only this stream variant, for profilers: plain,\n"
-	    "      rawN (N libevent filters) or a stack; prefix tuned: for\n"
-	    "      strata_socket_tune()\n"
-	    "  -M  keep glibc's malloc trim/mmap heuristics (see README)\n"
-	    "  -v  print every run to stderr\n",
+	    "  -n  idle stacks for section 3 (default 1000)\n"
+	    "  -c  idle TCP connections for section 5 (default 10000)\n"
+	    "  -S  sections to run, e.g. 45 (default 12345)\n"
+	    "  -x  VARIANT: run only this one, for profilers, no warm-up:\n"
+	    "      section 1: plain, rawN (N libevent filters) or a filter\n"
+	    "      list, prefix tuned: for strata_socket_tune(); section 4:",
 	    MAX_RUNS);
+	for (i = 0; i < N_SOCK_VARIANTS; i++)
+		fprintf(stderr, "%s %s", i % 4 ? "" : "\n     ",
+		    sock_variants[i].name);
+	fprintf(stderr,
+	    "\n"
+	    "  -M  keep glibc's malloc trim/mmap heuristics (see README)\n"
+	    "  -P  do not pin section 4's writer and reader to two cores\n"
+	    "  -v  print every run to stderr\n"
+	    "  (-Z ROLE:VARIANT:N[:PORT] runs one end of section 5; "
+	    "internal)\n");
 	exit(2);
 }
 
 int
 main(int argc, char **argv)
 {
-	struct opts o = {0, 512, 64, 7, 1000, 0};
-	const char *sections = "123", *only = NULL;
+	struct opts o = {0, 512, 64, 7, 1000, 10000, 0, 0};
+	const char *sections = "12345", *only = NULL;
 	struct strata_error err;
 	struct text text;
 	char date[64];
 	time_t now = time(NULL);
 	int c;
 
-	while ((c = getopt(argc, argv, "Ms:t:r:n:S:x:v")) != -1) {
+	while ((c = getopt(argc, argv, "MPs:t:r:n:c:S:x:Z:v")) != -1) {
 		switch (c) {
 		case 's':
 			o.stream_mib = strtoul(optarg, NULL, 10);
@@ -926,11 +1922,20 @@ main(int argc, char **argv)
 		case 'n':
 			o.idle_stacks = atoi(optarg);
 			break;
+		case 'c':
+			o.idle_conns = atoi(optarg);
+			break;
+		case 'Z':
+			mem_child(optarg);
+			break;
 		case 'S':
 			sections = optarg;
 			break;
 		case 'M':
 			o.malloc_default = 1;
+			break;
+		case 'P':
+			o.no_pin = 1;
 			break;
 		case 'x':
 			only = optarg;
@@ -943,15 +1948,17 @@ main(int argc, char **argv)
 		}
 	}
 	if (o.runs < 1 || o.runs > MAX_RUNS || !o.stream_mib || !o.text_mib ||
-	    o.idle_stacks < 2)
+	    o.idle_stacks < 2 || o.idle_conns < 1)
 		usage();
 	if (!o.malloc_default)
 		malloc_pin();
+
 	if (strata_register_filter(&pass_type, &err) < 0)
 		die("register pass", err.message);
 	text_make(&text, o.text_mib * MIB);
 	if (only) {
-		stream_one(&o, &text, only);
+		if (!sock_one(&o, &text, only))
+			stream_one(&o, &text, only);
 		free(text.buf);
 		return 0;
 	}
@@ -966,6 +1973,10 @@ main(int argc, char **argv)
 		lines_section(&o, &text);
 	if (strchr(sections, '3'))
 		memory_section(&o);
+	if (strchr(sections, '4'))
+		sock_section(&o, &text);
+	if (strchr(sections, '5'))
+		mem_section(&o);
 	if (machine_busy)
 		printf(
 		    "\nnote: wall clock lagged CPU time by over 10%% in some "

@@ -67,11 +67,15 @@ read_into(struct evbuffer *in, evutil_socket_t fd, ev_ssize_t howmuch)
 	n = evbuffer_reserve_space(in, howmuch, v, 2);
 	if (n <= 0)
 		return -1;
+	/* the reservation may be larger than asked (a whole chain's free
+	 * space): read no more than howmuch, which carries the read limit,
+	 * the high watermark and the rate limit */
 	for (i = 0; i < n; i++) {
+		size_t left = (size_t)howmuch - (i ? iov[0].iov_len : 0);
 		iov[i].iov_base = v[i].iov_base;
-		iov[i].iov_len = v[i].iov_len;
+		iov[i].iov_len = v[i].iov_len < left ? v[i].iov_len : left;
 	}
-	if (n == 2 && v[0].iov_len >= (size_t)howmuch)
+	if (n == 2 && iov[0].iov_len >= (size_t)howmuch)
 		n = 1;
 	do
 		r = readv(fd, iov, n);

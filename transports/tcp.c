@@ -34,19 +34,35 @@ struct tcp_cfg {
 	uint64_t timeout_ms;
 };
 
-struct tcp_state {
-	const struct tcp_cfg *cfg; /* copy owned by the state */
-	struct tcp_cfg own;
-	struct strata_conn *c;
-	struct bufferevent *bev;
+struct tcp_state;
+
+/* What only connecting needs, freed once connected: a connected stack
+ * keeps about 110 bytes of transport state instead of about 750 (the
+ * config copy with its 256-byte host, the addresses, the connect timer). */
+struct tcp_connect {
+	struct tcp_cfg cfg;
+	struct tcp_state *st;	/* NULL: the stack is gone and the lookup's
+				   callback, still due, frees this */
 	struct evutil_addrinfo *ai, *cur;
 	struct evdns_getaddrinfo_request *req;
 	struct event *timer;
-	int connecting, last_err, attempts;
-	int orphan;	/* freed by the lookup's callback, still due */
+	int last_err, attempts;
 	short enabled;	/* what the engine enabled on bev, for retries */
-	struct sockaddr_storage peer;
+};
+
+struct tcp_state {
+	struct strata_conn *c;
+	struct bufferevent *bev;
+	struct tcp_connect *cn;	/* while connecting (and after a failure) */
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+	} peer;
 	socklen_t peerlen;
+	unsigned connecting : 1;
+	unsigned nodelay : 1;
+	char *host;	/* the host asked for (connecting stacks), or NULL */
 };
 
 static const struct strata_option_doc tcp_options[] = {
@@ -193,13 +209,28 @@ static void tcp_try_next(struct tcp_state *st);
 static void
 tcp_fail(struct tcp_state *st, int e, const char *what)
 {
+	const struct tcp_cfg *cfg = &st->cn->cfg;
+
 	st->connecting = 0;
-	if (st->timer)
-		evtimer_del(st->timer);
+	evtimer_del(st->cn->timer);
 	strata_conn_fail(st->c, e, "connect to %s%s%s:%s %s%s%s",
-	    strchr(st->cfg->host, ':') ? "[" : "", st->cfg->host,
-	    strchr(st->cfg->host, ':') ? "]" : "", st->cfg->port, what,
+	    strchr(cfg->host, ':') ? "[" : "", cfg->host,
+	    strchr(cfg->host, ':') ? "]" : "", cfg->port, what,
 	    e ? ": " : "", e ? strerror(e) : "");
+}
+
+/* Connected: drop what only connecting needed. */
+static void
+tcp_connect_done(struct tcp_state *st)
+{
+	struct tcp_connect *cn = st->cn;
+
+	st->connecting = 0;
+	st->cn = NULL;
+	event_free(cn->timer);
+	if (cn->ai)
+		evutil_freeaddrinfo(cn->ai);
+	free(cn);
 }
 
 static void
@@ -217,55 +248,59 @@ tcp_drop_socket(struct tcp_state *st)
 static void
 tcp_try_next(struct tcp_state *st)
 {
-	for (; st->cur; st->cur = st->cur->ai_next) {
-		struct evutil_addrinfo *a = st->cur;
+	struct tcp_connect *cn = st->cn;
+
+	for (; cn->cur; cn->cur = cn->cur->ai_next) {
+		struct evutil_addrinfo *a = cn->cur;
 		evutil_socket_t fd = socket(a->ai_family,
 		    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (fd < 0) {
-			st->last_err = errno;
+			cn->last_err = errno;
 			continue;
 		}
-		tcp_sockopts(st->cfg, fd);
+		tcp_sockopts(&cn->cfg, fd);
 		bufferevent_setfd(st->bev, fd);
 		/* a failed attempt disabled reading and writing (here and in
 		 * the read path): give the next socket what the first had */
-		bufferevent_enable(st->bev, st->enabled);
-		st->attempts++;
-		if (bufferevent_socket_connect(st->bev, a->ai_addr,
+		bufferevent_enable(st->bev, cn->enabled);
+		cn->attempts++;
+		if (a->ai_addrlen <= sizeof(st->peer) &&
+		    bufferevent_socket_connect(st->bev, a->ai_addr,
 			(int)a->ai_addrlen) == 0) {
 			memcpy(&st->peer, a->ai_addr, a->ai_addrlen);
 			st->peerlen = (socklen_t)a->ai_addrlen;
-			st->cur = a->ai_next;
+			cn->cur = a->ai_next;
 			strata_socket_tune(st->bev, -1);
 			return;
 		}
-		st->last_err = errno;
+		cn->last_err = errno;
 		tcp_drop_socket(st);
 	}
-	tcp_fail(st, st->last_err, "failed");
+	tcp_fail(st, cn->last_err, "failed");
 }
 
 static void
 tcp_resolved(int result, struct evutil_addrinfo *res, void *arg)
 {
-	struct tcp_state *st = arg;
+	struct tcp_connect *cn = arg;
+	struct tcp_state *st = cn->st;
 
-	st->req = NULL;
-	if (st->orphan || !st->connecting) {
-		/* the stack is gone (this was the last use of st), or the
+	cn->req = NULL;
+	if (!st || !st->connecting) {
+		/* the stack is gone (this was the last use of cn), or the
 		 * connect timed out while resolving */
 		if (res)
 			evutil_freeaddrinfo(res);
-		if (st->orphan)
-			free(st);
+		if (!st)
+			free(cn);
 		return;
 	}
 	if (result) {
 		strata_conn_fail(st->c, 0, "cannot resolve '%s': %s",
-		    st->cfg->host, evutil_gai_strerror(result));
+		    cn->cfg.host, evutil_gai_strerror(result));
 		return;
 	}
-	st->ai = st->cur = res;
+	cn->ai = cn->cur = res;
 	tcp_try_next(st);
 }
 
@@ -273,6 +308,8 @@ static void
 tcp_start(evutil_socket_t fd, short what, void *arg)
 {
 	struct tcp_state *st = arg;
+	struct tcp_connect *cn = st->cn;
+	const struct tcp_cfg *cfg = &cn->cfg;
 	struct evutil_addrinfo hints;
 	struct timeval tv;
 	int r;
@@ -284,29 +321,29 @@ tcp_start(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	st->connecting = 1;
-	st->enabled = bufferevent_get_enabled(st->bev);
-	tv.tv_sec = (time_t)(st->cfg->timeout_ms / 1000);
-	tv.tv_usec = (suseconds_t)(st->cfg->timeout_ms % 1000) * 1000;
-	evtimer_add(st->timer, &tv);
+	cn->enabled = bufferevent_get_enabled(st->bev);
+	tv.tv_sec = (time_t)(cfg->timeout_ms / 1000);
+	tv.tv_usec = (suseconds_t)(cfg->timeout_ms % 1000) * 1000;
+	evtimer_add(cn->timer, &tv);
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_protocol = IPPROTO_TCP;
 	hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
-	if (st->cfg->literal) {
+	if (cfg->literal) {
+		struct evutil_addrinfo *ai = NULL;
 		hints.ai_flags = EVUTIL_AI_NUMERICHOST | EVUTIL_AI_NUMERICSERV;
-		r = evutil_getaddrinfo(st->cfg->host[0] ? st->cfg->host
-							 : "127.0.0.1",
-		    st->cfg->port, &hints, &st->ai);
-		tcp_resolved(r, st->ai, st);
+		r = evutil_getaddrinfo(cfg->host[0] ? cfg->host : "127.0.0.1",
+		    cfg->port, &hints, &ai);
+		tcp_resolved(r, ai, cn);
 		return;
 	}
 	if (!strata_conn_dns(st->c)) {
 		tcp_fail(st, 0, "failed: no DNS resolver available");
 		return;
 	}
-	st->req = evdns_getaddrinfo(strata_conn_dns(st->c), st->cfg->host,
-	    st->cfg->port, &hints, tcp_resolved, st);
+	cn->req = evdns_getaddrinfo(strata_conn_dns(st->c), cfg->host,
+	    cfg->port, &hints, tcp_resolved, cn);
 	(void)what;
 }
 
@@ -320,8 +357,7 @@ tcp_event(void *state, short what)
 	if (!st->connecting)
 		return 0;
 	if (what & BEV_EVENT_CONNECTED) {
-		st->connecting = 0;
-		evtimer_del(st->timer);
+		tcp_connect_done(st);
 		return 0;
 	}
 	if (!(what & BEV_EVENT_ERROR))
@@ -332,7 +368,7 @@ tcp_event(void *state, short what)
 		getsockopt(bufferevent_getfd(st->bev), SOL_SOCKET, SO_ERROR,
 		    &e, &len);
 	}
-	st->last_err = e ? e : ECONNREFUSED;
+	st->cn->last_err = e ? e : ECONNREFUSED;
 	tcp_drop_socket(st);
 	tcp_try_next(st);
 	return 1;
@@ -346,8 +382,7 @@ tcp_state_new(const struct tcp_cfg *cfg, struct strata_conn *c,
 
 	if (!st)
 		return NULL;
-	st->own = *cfg;
-	st->cfg = &st->own;
+	st->nodelay = !!cfg->nodelay;
 	st->c = c;
 	st->bev = bev;
 	return st;
@@ -364,24 +399,35 @@ tcp_connect(const void *cfgv, struct strata_conn *c, void **state,
 	struct bufferevent *bev = bufferevent_socket_new(base, -1,
 	    opts | BEV_OPT_CLOSE_ON_FREE);
 	struct tcp_state *st = bev ? tcp_state_new(cfg, c, bev) : NULL;
+	struct tcp_connect *cn = st ? calloc(1, sizeof(*cn)) : NULL;
 
 	if (!cfg->host[0] || !strcmp(cfg->port, "0")) {
 		strata_error_set(err, STRATA_ERR_SYNTAX,
 		    "connect needs a host and a port other than 0");
 		goto fail;
 	}
-	if (!st || !(st->timer = evtimer_new(base, tcp_start, st))) {
+	if (!cn || !(cn->timer = evtimer_new(base, tcp_start, st))) {
+		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
+		goto fail;
+	}
+	cn->cfg = *cfg;
+	cn->st = st;
+	st->cn = cn;
+	if (!(st->host = strdup(cfg->host))) {
 		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
 		goto fail;
 	}
 	/* Start from the loop: the resolver may answer at once, before the
 	 * engine exists. */
-	event_active(st->timer, EV_TIMEOUT, 1);
+	event_active(cn->timer, EV_TIMEOUT, 1);
 	*state = st;
 	return bev;
 fail:
-	if (st && st->timer)
-		event_free(st->timer);
+	if (cn && cn->timer)
+		event_free(cn->timer);
+	free(cn);
+	if (st)
+		free(st->host);
 	free(st);
 	if (bev)
 		bufferevent_free(bev);
@@ -392,17 +438,21 @@ static void
 tcp_destroy(void *state)
 {
 	struct tcp_state *st = state;
+	struct tcp_connect *cn = st->cn;
 
-	if (st->timer)
-		event_free(st->timer);
-	if (st->ai)
-		evutil_freeaddrinfo(st->ai);
-	if (st->req) {
-		/* the lookup's callback still runs once and frees st */
-		st->orphan = 1;
-		strata_conn_dns_abandon_(st->c, st->req);
-		return;
+	if (cn) {
+		event_free(cn->timer);
+		if (cn->ai)
+			evutil_freeaddrinfo(cn->ai);
+		if (cn->req) {
+			/* the lookup's callback still runs once and frees
+			 * cn */
+			cn->st = NULL;
+			strata_conn_dns_abandon_(st->c, cn->req);
+		} else
+			free(cn);
 	}
+	free(st->host);
 	free(st);
 }
 
@@ -427,7 +477,7 @@ tcp_accept(const void *cfgv, evutil_socket_t fd, struct strata_conn *c,
 		return NULL;
 	}
 	st->peerlen = sizeof(st->peer);
-	getpeername(fd, (struct sockaddr *)&st->peer, &st->peerlen);
+	getpeername(fd, &st->peer.sa, &st->peerlen);
 	strata_socket_tune(bev, -1);
 	*state = st;
 	return bev;
@@ -505,7 +555,7 @@ tcp_stats(const void *state, struct strata_stats_sink *sink)
 		    st->peerlen, peer, sizeof(peer));
 		strata_stat(sink, "peer", "%s", peer);
 	}
-	strata_stat(sink, "nodelay", "%s", st->cfg->nodelay ? "yes" : "no");
+	strata_stat(sink, "nodelay", "%s", st->nodelay ? "yes" : "no");
 }
 
 static const char *
@@ -513,7 +563,7 @@ tcp_host(void *state)
 {
 	const struct tcp_state *st = state;
 
-	return st->cfg->host[0] ? st->cfg->host : NULL;
+	return st->host && st->host[0] ? st->host : NULL;
 }
 
 const struct strata_transport_type strata_tcp_transport_ = {
