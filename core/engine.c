@@ -275,8 +275,12 @@ engine_fail(struct strata_engine *e, short dir, enum strata_error_code code,
 	if (e->err_detail) {
 		e->err_detail->code = code;
 		e->err_detail->sys_errno = sys_errno;
-		snprintf(e->err_detail->message,
-		    sizeof(e->err_detail->message), "%s", msg);
+		/* cut to the message buffer (snprintf would warn at -O3) */
+		size_t n = strlen(msg);
+		if (n >= sizeof(e->err_detail->message))
+			n = sizeof(e->err_detail->message) - 1;
+		memcpy(e->err_detail->message, msg, n);
+		e->err_detail->message[n] = 0;
 	}
 	bufferevent_disable(e->transport, EV_READ);
 	if (!e->depth)
@@ -483,8 +487,16 @@ run_input_chain(struct strata_engine *e, ev_ssize_t lim,
 			if (!room && !(l->gates && !l->ready))
 				continue;
 			r = layer_call(e, l, 0, src, dst, room, mode);
-			if (r < 0)
+			if (r < 0) {
+				/* what the layer decoded before its error goes
+				 * up: one call of each layer above (layer_call
+				 * stops after one, the stack having failed) */
+				while (++i < e->n)
+					layer_call(e, e->layers[i], 0,
+					    in_src(e, i), in_dst(e, i), -1,
+					    BEV_NORMAL);
 				return -1;
+			}
 			if (mode == BEV_FINISHED)
 				l->in_finished = 1;
 			progress |= r;
@@ -771,7 +783,13 @@ rerun_output(struct strata_engine *e)
 	if (e->flush_due && take) {
 		/* the writer went idle: let each layer emit what it holds */
 		e->flush_due = 0;
-		if (run_output(e, transport_room(e), BEV_NORMAL, take) < 0 ||
+		if (run_output(e, transport_room(e), BEV_NORMAL, take) < 0) {
+			raise_error(e);
+			return;
+		}
+		/* still input at the top: the writer is not idle; the layer
+		 * asks again once it has taken the rest */
+		if (!evbuffer_get_length(e->top_out) &&
 		    run_output(e, -1, BEV_FLUSH, take) < 0) {
 			raise_error(e);
 			return;

@@ -129,6 +129,7 @@ const struct strata_transport_type *strata_find_transport_n_(
     const char *name, size_t len);
 
 extern const struct strata_filter_type strata_lines_filter_;
+extern const struct strata_filter_type strata_zlib_filter_;
 extern const struct strata_filter_type strata_tls_filter_;
 extern const struct strata_transport_type strata_tcp_transport_;
 extern const struct strata_transport_type strata_unix_transport_;

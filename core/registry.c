@@ -42,7 +42,7 @@ static void
 builtin_register(void)
 {
 	static const void *const f[] = {&strata_lines_filter_,
-	    &strata_tls_filter_};
+	    &strata_zlib_filter_, &strata_tls_filter_};
 	static const void *const t[] = {&strata_tcp_transport_,
 	    &strata_unix_transport_, &strata_pipe_transport_,
 	    &strata_exec_transport_};

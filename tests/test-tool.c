@@ -438,6 +438,20 @@ START_TEST(json_log_line_per_connection)
 }
 END_TEST
 
+START_TEST(demo_moves_a_text_through_tls_and_zlib)
+{
+	char cmd[512];
+
+	snprintf(cmd, sizeof(cmd),
+	    "%s demo > %s/demo.txt 2>&1 && grep -q \"OK, identical\" "
+	    "%s/demo.txt && grep -q \"version=TLSv1.3\" %s/demo.txt && "
+	    "grep -q \"deflate_ratio=\" %s/demo.txt && "
+	    "grep -q \"strata listen\" %s/demo.txt", tool(), tmpdir, tmpdir,
+	    tmpdir, tmpdir, tmpdir);
+	ck_assert_int_eq(sh(cmd), 0);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -463,6 +477,7 @@ main(void)
 	tcase_add_test(tc, rate_limit_within_20_percent);
 	tcase_add_test(tc, sigterm_drains_a_transfer_in_flight);
 	tcase_add_test(tc, json_log_line_per_connection);
+	tcase_add_test(tc, demo_moves_a_text_through_tls_and_zlib);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
