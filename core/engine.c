@@ -1691,6 +1691,20 @@ struct strata_stats_sink {
 	size_t len, off;
 };
 
+/* Where the next text goes; NULL with no room left (snprintf rules: the
+ * offset keeps counting what would have been written). */
+static char *
+sink_at(struct strata_stats_sink *sink)
+{
+	return sink->off < sink->len ? sink->buf + sink->off : NULL;
+}
+
+static size_t
+sink_room(struct strata_stats_sink *sink)
+{
+	return sink->off < sink->len ? sink->len - sink->off : 0;
+}
+
 void
 strata_stat(struct strata_stats_sink *sink, const char *key,
     const char *fmt, ...)
@@ -1698,15 +1712,11 @@ strata_stat(struct strata_stats_sink *sink, const char *key,
 	va_list ap;
 	int n;
 
-	if (sink->off >= sink->len)
-		sink->off += strlen(key) + 2;
-	n = snprintf(sink->buf + (sink->off < sink->len ? sink->off : 0),
-	    sink->off < sink->len ? sink->len - sink->off : 0, "%s%s=",
+	n = snprintf(sink_at(sink), sink_room(sink), "%s%s=",
 	    sink->off ? " " : "", key);
 	sink->off += (size_t)(n > 0 ? n : 0);
 	va_start(ap, fmt);
-	n = vsnprintf(sink->off < sink->len ? sink->buf + sink->off : NULL,
-	    sink->off < sink->len ? sink->len - sink->off : 0, fmt, ap);
+	n = vsnprintf(sink_at(sink), sink_room(sink), fmt, ap);
 	va_end(ap);
 	sink->off += (size_t)(n > 0 ? n : 0);
 }

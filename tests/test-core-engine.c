@@ -820,6 +820,10 @@ START_TEST(stats_count_each_layer)
 	ck_assert_int_gt(strata_layer_describe(f.top, 2, text, sizeof(text)),
 	    0);
 	ck_assert_ptr_nonnull(strstr(text, "lines=2"));
+	/* snprintf rules: a short buffer gets the same length back */
+	ck_assert_int_eq(strata_layer_describe(f.top, 2, buf, 4),
+	    (int)strlen(text));
+	ck_assert_uint_eq(strlen(buf), 3);
 	ck_assert_int_gt(strata_stats_format(f.top, text, sizeof(text)), 0);
 	ck_assert_ptr_nonnull(strstr(text, "rot13"));
 	fx_teardown(&f);
