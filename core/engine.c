@@ -118,6 +118,7 @@ struct strata_engine {
 	unsigned rd_parked : 1;	  /* transport EV_READ off: input full */
 	unsigned flush_due : 1;	  /* a layer asked for a BEV_FLUSH pass */
 	unsigned handshaking : 1; /* a gating layer is not ready yet */
+	unsigned wcb_due : 1;	  /* the user wrote; write callback owed */
 };
 
 static const struct timeval hook_now = {0, 1};
@@ -206,6 +207,55 @@ output_held_below(struct strata_engine *e)
 		if (evbuffer_get_length(e->layers[i]->down))
 			return 1;
 	return 0;
+}
+
+/* What the user wrote that has not reached the transport's fd yet, in the
+ * encodings of the layers it sits in. */
+static size_t
+unsent_below(struct strata_engine *e)
+{
+	size_t i, n = evbuffer_get_length(e->t_out);
+
+	for (i = 1; i < e->n; i++)
+		n += evbuffer_get_length(e->layers[i]->down);
+	return n;
+}
+
+static size_t
+write_low(struct strata_engine *e)
+{
+	size_t low, high;
+
+	bufferevent_getwatermark(e->top, EV_WRITE, &low, &high);
+	(void)high;
+	return low;
+}
+
+/*
+ * The top's write callback at the default low watermark of 0 means what a
+ * socket bufferevent's means: everything written was handed to the fd.
+ * evhttp relies on it, shutting a "Connection: close" socket down from
+ * that callback; a stack also holds bytes between the top and the fd.
+ * Above 0 it means the top's output fell to the mark (time to refill).
+ */
+static int
+write_cb_ready(struct strata_engine *e)
+{
+	size_t low = write_low(e);
+
+	if (evbuffer_get_length(e->top_out) > low)
+		return 0;
+	return low > 0 || !unsent_below(e);
+}
+
+static void
+write_cb_update(struct strata_engine *e)
+{
+	if (!e->wcb_due || !(bufferevent_get_enabled(e->top) & EV_WRITE) ||
+	    !write_cb_ready(e))
+		return;
+	e->wcb_due = 0;
+	bufferevent_trigger(e->top, EV_WRITE, 0);
 }
 
 /*
@@ -718,9 +768,17 @@ engine_output(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
 		raise_error(e);
 		return BEV_ERROR;
 	}
-	if (evbuffer_get_length(src) < s0 || evbuffer_get_length(dst) > d0)
-		return BEV_OK;
-	return BEV_NEED_MORE;
+	/* BEV_OK makes libevent call the write callback when the top's
+	 * output is at its low watermark (bufferevent_filter.c,
+	 * be_filter_process_output); when that would be early,
+	 * write_cb_update() calls it later instead. */
+	if (evbuffer_get_length(src) >= s0 && evbuffer_get_length(dst) <= d0)
+		return BEV_NEED_MORE;
+	if (!write_low(e) && unsent_below(e))
+		return BEV_NEED_MORE;
+	if (evbuffer_get_length(src) <= write_low(e))
+		e->wcb_due = 0;
+	return BEV_OK;
 }
 
 /* ---- re-running parked data (hooks on the top's ev_read/ev_write) ---- */
@@ -769,10 +827,7 @@ rerun_input(struct strata_engine *e)
 static void
 rerun_output(struct strata_engine *e)
 {
-	struct bufferevent *top = e->top;
-	struct evbuffer *out = bufferevent_get_output(top);
-	size_t before = evbuffer_get_length(out), low, high;
-	int take = !!(bufferevent_get_enabled(top) & EV_WRITE);
+	int take = !!(bufferevent_get_enabled(e->top) & EV_WRITE);
 
 	if (e->failed)
 		return;
@@ -801,10 +856,7 @@ rerun_output(struct strata_engine *e)
 	}
 	maybe_shutdown(e);
 	hooks_update(e);
-	bufferevent_getwatermark(top, EV_WRITE, &low, &high);
-	if (evbuffer_get_length(out) < before &&
-	    evbuffer_get_length(out) <= low)
-		bufferevent_trigger(top, EV_WRITE, 0);
+	write_cb_update(e);
 }
 
 static void
@@ -845,7 +897,10 @@ top_output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
 {
 	struct strata_engine *e = arg;
 
-	if (info->n_added && !(e->top->enabled & EV_WRITE))
+	if (!info->n_added)
+		return;
+	e->wcb_due = 1;
+	if (!(e->top->enabled & EV_WRITE))
 		e->top->timeout_write = hook_now;
 }
 

@@ -1975,6 +1975,54 @@ START_TEST(evhttp_with_curl)
 }
 END_TEST
 
+/*
+ * evhttp answers "Connection: close" (and HTTP/1.0) requests, then shuts
+ * the socket down and frees it from the top's write callback: the reply
+ * must be at the socket by then (the write callback at low watermark 0).
+ */
+#define CLOSE_REQS 12
+
+START_TEST(evhttp_connection_close_with_curl)
+{
+	struct event_base *base = event_base_new();
+	struct child cl;
+	struct evhttp *http;
+	char filters[512], url[64];
+	const char *argv[4 + 2 * CLOSE_REQS + 8];
+	int port, n = 0, i, ok = 0;
+	struct evbuffer_ptr p;
+
+	snprintf(filters, sizeof(filters), "tls(" SRV_OPTS ", "
+	    "alpn=http/1.1)", tmpdir, tmpdir);
+	http = https_server(base, filters, &port);
+	snprintf(url, sizeof(url), "https://localhost:%d/", port);
+	argv[n++] = "curl";
+	argv[n++] = "-sS";
+	argv[n++] = "--cacert";
+	argv[n++] = P("ca.pem");
+	argv[n++] = "-H";
+	argv[n++] = "Connection: close";
+	argv[n++] = "-w";
+	argv[n++] = "\nstatus %{http_code}\n";
+	for (i = 0; i < CLOSE_REQS; i++)
+		argv[n++] = url;
+	argv[n] = NULL;
+	child_start(base, &cl, (char *const *)argv);
+	th_run_until(base, &cl.closed, 10000, "curl to finish");
+	p = evbuffer_search(cl.buf, "status 200", 10, NULL);
+	while (p.pos >= 0) {
+		ok++;
+		evbuffer_ptr_set(cl.buf, &p, 1, EVBUFFER_PTR_ADD);
+		p = evbuffer_search(cl.buf, "status 200", 10, &p);
+	}
+	ck_assert_msg(ok == CLOSE_REQS, "%d of %d replies arrived", ok,
+	    CLOSE_REQS);
+	child_stop(&cl);
+	evhttp_free(http);
+	event_base_free(base);
+}
+END_TEST
+
 /* ---- libevent's HTTP client over a strata stack ---- */
 
 struct evc_reply {
@@ -1999,11 +2047,12 @@ evc_done(struct evhttp_request *req, void *arg)
 
 /*
  * evhttp_connection_base_bufferevent_new() with a strata top works, with
- * the two conditions the README's tls section explains: the top needs
- * BEV_OPT_DEFER_CALLBACKS (without it the first request is written but
- * its response never read: the test hangs), and evhttp connects a socket
- * of its own under the stack, so the one strata_connect() opened is left
- * open and must be closed by the caller.
+ * the condition the README's tls section explains: evhttp connects a
+ * socket of its own under the stack, so the one strata_connect() opened
+ * is left open and must be closed by the caller. No
+ * BEV_OPT_DEFER_CALLBACKS: evhttp installs the write callback that starts
+ * reading the response after it wrote the request, which works because a
+ * top's write callback comes once the bytes reached the socket.
  */
 START_TEST(evhttp_client_over_strata)
 {
@@ -2022,8 +2071,7 @@ START_TEST(evhttp_client_over_strata)
 	http = https_server(base, filters, &port);
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | tls(ca=%s/ca.pem, "
 	    "name=localhost, alpn=http/1.1)", port, tmpdir);
-	top = strata_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE |
-	    BEV_OPT_DEFER_CALLBACKS, &err);
+	top = strata_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE, &err);
 	ck_assert_msg(top != NULL, "connect: %s", err.message);
 	for (fd = 0; fd < (int)sizeof(before); fd++)
 		before[fd] = fcntl(fd, F_GETFD) >= 0;
@@ -2172,6 +2220,7 @@ main(void)
 	tcase_add_test(tc, server_to_s_client);
 	tcase_add_test(tc, renegotiation_refused);
 	tcase_add_test(tc, evhttp_with_curl);
+	tcase_add_test(tc, evhttp_connection_close_with_curl);
 	tcase_add_test(tc, evhttp_client_over_strata);
 	tcase_add_test(tc, sslscan_finds_nothing_weak);
 	suite_add_tcase(s, tc);
