@@ -17,6 +17,7 @@
  * transport is owned through interposition (11).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1124,6 +1125,18 @@ strata_conn_dns_abandon_(struct strata_conn *c,
 		evdns_getaddrinfo_cancel(req);
 }
 
+/* This runs as the top's finalizer, later than bufferevent_free(top):
+ * a caller may have freed the transport it kept and closed its fd by
+ * then, and re-enabling reading on that fd would only make libevent warn
+ * (epoll_ctl: EBADF). */
+static int
+transport_fd_open(struct strata_engine *e)
+{
+	evutil_socket_t fd = bufferevent_getfd(e->transport);
+
+	return fd < 0 || fcntl(fd, F_GETFD) != -1;
+}
+
 static void
 engine_free(void *arg)
 {
@@ -1139,7 +1152,7 @@ engine_free(void *arg)
 	 * (bufferevent_filter.c:223); the close-on-free unlink we always
 	 * use does not lift it (:234-245), so a transport handed back to
 	 * its caller could never read again. */
-	if (!e->own_transport) {
+	if (!e->own_transport && transport_fd_open(e)) {
 		bufferevent_unsuspend_read_(e->transport,
 		    STRATA_BEV_SUSPEND_FILT_READ);
 		if (e->rd_parked)
