@@ -321,8 +321,8 @@ engine_fail(struct strata_engine *e, short dir, enum strata_error_code code,
 		return;
 	e->failed = 1;
 	e->fail_dir = dir;
-	e->error = strdup(msg);
-	e->err_detail = calloc(1, sizeof(*e->err_detail));
+	e->error = strata_strdup_(msg);
+	e->err_detail = strata_calloc_(1, sizeof(*e->err_detail));
 	if (e->err_detail) {
 		e->err_detail->code = code;
 		e->err_detail->sys_errno = sys_errno;
@@ -343,7 +343,10 @@ strata_last_error(struct bufferevent *top)
 {
 	struct strata_engine *e = engine_of(top);
 
-	return e ? e->error : NULL;
+	if (!e || !e->failed)
+		return NULL;
+	/* the copy of the message is an allocation that can fail too */
+	return e->error ? e->error : "out of memory (while storing an error)";
 }
 
 int
@@ -357,7 +360,7 @@ strata_get_error(struct bufferevent *top, struct strata_error *err)
 		*err = *e->err_detail;
 	else
 		strata_error_set(err, STRATA_ERR_NOMEM, "%s",
-		    e->error ? e->error : "error");
+		    strata_last_error(top));
 	return 1;
 }
 
@@ -417,6 +420,14 @@ layer_call(struct strata_engine *e, struct strata_layer *l, int out,
 			    l->type->name, out ? "output" : "input");
 			engine_fail(e, dir, STRATA_ERR_FILTER, 0, msg);
 			e->fail_dir = dir;
+			/* a layer's own strata_layer_fail() ran at depth > 0
+			 * and raised nothing; not every caller of the run
+			 * functions raises (side writes from the input pass),
+			 * so raise here, deferred: decoded data still comes
+			 * first (libevent runs deferred read callbacks before
+			 * event callbacks) */
+			if (!e->depth)
+				raise_error(e);
 			return -1;
 		}
 		if (used || made || w0 != l->side_writes)
@@ -1110,7 +1121,7 @@ layer_release(struct strata_layer *l)
 	if (l->down)
 		evbuffer_free(l->down);
 	strata_spec_unref_(l->spec);
-	free(l);
+	strata_free_(l);
 }
 
 void
@@ -1169,12 +1180,12 @@ engine_free(void *arg)
 	if (e->closing) {
 		if (e->closing->timer)
 			event_free(e->closing->timer);
-		free(e->closing);
+		strata_free_(e->closing);
 	}
-	free(e->layers);
-	free(e->error);
-	free(e->err_detail);
-	free(e);
+	strata_free_(e->layers);
+	strata_free_(e->error);
+	strata_free_(e->err_detail);
+	strata_free_(e);
 }
 
 static void
@@ -1213,12 +1224,12 @@ layers_add(struct strata_engine *e, struct strata_spec *spec,
 	size_t first = e->n, i, made = 0;
 	struct strata_layer **ls;
 
-	ls = realloc(e->layers, (first + spec->n) * sizeof(*ls));
+	ls = strata_realloc_(e->layers, (first + spec->n) * sizeof(*ls));
 	if (!ls)
 		goto nomem;
 	e->layers = ls;
 	for (i = 0; i < spec->n; i++, made++) {
-		struct strata_layer *l = calloc(1, sizeof(*l));
+		struct strata_layer *l = strata_calloc_(1, sizeof(*l));
 		if (!(ls[first + i] = l))
 			goto nomem;
 		l->type = spec->f[i].type;
@@ -1280,7 +1291,7 @@ struct strata_engine *
 strata_engine_alloc_(struct event_base *base, struct evdns_base *dns,
     int options)
 {
-	struct strata_engine *e = calloc(1, sizeof(*e));
+	struct strata_engine *e = strata_calloc_(1, sizeof(*e));
 
 	if (!e)
 		return NULL;
@@ -1306,8 +1317,8 @@ strata_engine_discard_(struct strata_engine *e)
 		layer_release(e->layers[--e->n]);
 	if (e->conn.own_dns && e->conn.dns)
 		evdns_base_free(e->conn.dns, 0);
-	free(e->layers);
-	free(e);
+	strata_free_(e->layers);
+	strata_free_(e);
 }
 
 /* The top keeps only the user's callback options; the transport keeps
@@ -1720,13 +1731,13 @@ strata_close(struct bufferevent *top, const struct timeval *linger,
 
 	if (!e || e->closing)
 		return -1;
-	if (!(c = calloc(1, sizeof(*c))))
+	if (!(c = strata_calloc_(1, sizeof(*c))))
 		return -1;
 	c->cb = cb;
 	c->arg = arg;
 	c->timer = evtimer_new(bufferevent_get_base(top), close_timeout, e);
 	if (!c->timer) {
-		free(c);
+		strata_free_(c);
 		return -1;
 	}
 	bufferevent_lock(top);

@@ -11,6 +11,15 @@
 #include "strata/plugin.h"
 #include "strata/strata.h"
 
+/* Allocations of strata and its built-in plugins (core/mem.c): through
+ * the functions of strata_set_mem_functions(). */
+void *strata_malloc_(size_t n);
+void *strata_calloc_(size_t n, size_t size);
+void *strata_realloc_(void *p, size_t n);
+void strata_free_(void *p);
+char *strata_strdup_(const char *s);
+char *strata_strndup_(const char *s, size_t max);
+
 /** One filter of a parsed stack string, with its validated configuration. */
 struct strata_spec_filter {
 	const struct strata_filter_type *type;

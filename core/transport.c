@@ -291,7 +291,10 @@ listener_resume(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	evconnlistener_enable(l->lev);
+	if (evconnlistener_enable(l->lev) < 0) { /* out of memory: later */
+		struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+		evtimer_add(l->resume, &tv);
+	}
 }
 
 /* EMFILE and friends: pause briefly instead of spinning or dying. */
@@ -316,11 +319,12 @@ struct strata_listener *
 strata_listen(struct event_base *base, const char *stack, int options,
     strata_accept_fn cb, void *arg, struct strata_error *err)
 {
-	struct strata_listener *l = calloc(1, sizeof(*l));
-	unsigned lopts = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
+	struct strata_listener *l = strata_calloc_(1, sizeof(*l));
+	unsigned lopts = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
+	    LEV_OPT_DISABLED;
 
 	if (!l || !base || !cb) {
-		free(l);
+		strata_free_(l);
 		strata_error_set(err, l ? STRATA_ERR_INVALID : STRATA_ERR_NOMEM,
 		    "listen: %s", l ? "needs a base and a callback"
 				    : "out of memory");
@@ -354,6 +358,13 @@ strata_listen(struct event_base *base, const char *stack, int options,
 		goto fail;
 	}
 	evconnlistener_set_error_cb(l->lev, listener_error);
+	/* evconnlistener_new() ignores a failing event_add() of its own
+	 * enable: a listener that never accepts. Enable it here instead. */
+	if (evconnlistener_enable(l->lev) < 0) {
+		strata_error_set(err, STRATA_ERR_NOMEM,
+		    "%s: cannot watch the listening socket", l->t->name);
+		goto fail;
+	}
 	return l;
 fail:
 	strata_listener_free(l);
@@ -376,7 +387,7 @@ strata_listener_free(struct strata_listener *l)
 	if (l->t && l->t->config_free && l->cfg)
 		l->t->config_free(l->cfg);
 	strata_spec_unref_(l->spec);
-	free(l);
+	strata_free_(l);
 }
 
 /* ---- addresses ---- */
@@ -432,7 +443,7 @@ int
 strata_listener_address(struct strata_listener *l, char *buf, size_t len,
     struct sockaddr *sa, int *salen)
 {
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = {0};
 	socklen_t sl = sizeof(ss);
 
 	if (!l || getsockname(l->fd, (struct sockaddr *)&ss, &sl) < 0)
@@ -444,7 +455,7 @@ strata_listener_address(struct strata_listener *l, char *buf, size_t len,
 int
 strata_listener_port(struct strata_listener *l)
 {
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = {0};
 	socklen_t sl = sizeof(ss);
 
 	if (!l || getsockname(l->fd, (struct sockaddr *)&ss, &sl) < 0)

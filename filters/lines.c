@@ -100,7 +100,7 @@ static int
 lines_config(void **cfgp, const struct strata_option *opts, size_t n,
     struct strata_error *err)
 {
-	struct lines_cfg *c = calloc(1, sizeof(*c));
+	struct lines_cfg *c = strata_calloc_(1, sizeof(*c));
 	size_t i;
 
 	if (!c) {
@@ -110,7 +110,7 @@ lines_config(void **cfgp, const struct strata_option *opts, size_t n,
 	c->max = LINES_MAX_DEFAULT;
 	for (i = 0; i < n; i++) {
 		if (lines_config_one(c, &opts[i], err) < 0) {
-			free(c);
+			strata_free_(c);
 			return -1;
 		}
 	}
@@ -124,7 +124,7 @@ lines_create(const void *cfg, struct strata_layer *layer,
 {
 	static const struct lines_cfg dflt = {EOL_LF, LINES_MAX_DEFAULT,
 	    OVERFLOW_ERROR, TAIL_DELIVER};
-	struct lines *l = calloc(1, sizeof(*l));
+	struct lines *l = strata_calloc_(1, sizeof(*l));
 
 	if (!l) {
 		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
@@ -138,7 +138,7 @@ lines_create(const void *cfg, struct strata_layer *layer,
 static void
 lines_destroy(void *ctx)
 {
-	free(ctx);
+	strata_free_(ctx);
 }
 
 /*

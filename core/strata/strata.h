@@ -268,6 +268,18 @@ STRATA_API int strata_peer_credentials(struct bufferevent *top, int *pid,
  */
 STRATA_API int strata_exit_status(struct bufferevent *top);
 
+/**
+ * Replace the allocator of strata and its built-in plugins (zlib's states
+ * included), like libevent's event_set_mem_functions(): call it before
+ * any other strata function, with all three functions, or with three NULLs
+ * for the C library's. libevent and OpenSSL allocate through their own
+ * (event_set_mem_functions(), CRYPTO_set_mem_functions()). A NULL from
+ * @p malloc_fn is an allocation failure: it ends in an error at the API
+ * or an error event, never a crash.
+ */
+STRATA_API void strata_set_mem_functions(void *(*malloc_fn)(size_t),
+    void *(*realloc_fn)(void *, size_t), void (*free_fn)(void *));
+
 /** Library version text. */
 STRATA_API const char *strata_version(void);
 
