@@ -66,6 +66,10 @@
 #define TLS_MAX_TICKET_KEYS 16
 #define TLS_CACHE_SLOTS 256
 #define TLS_CACHE_KEY 320
+/* verify=optional has a meaning only for servers. */
+#define TLS_CLIENT_OPTIONAL "bad value 'optional' for verify: a client " \
+	"takes required (the default) or none; optional is for servers " \
+	"(ask for a client certificate, accept a connection without one)"
 
 /* Forward secrecy only, AEAD only, for TLS 1.2 (Mozilla's intermediate
  * list without DHE, which needs parameters of its own). */
@@ -1347,7 +1351,9 @@ tls_config(void **cfgp, const struct strata_option *opts, size_t n,
 		tls_config_free(c);
 		return cfg_fail(err, "could not make an SSL_CTX");
 	}
-	if (tls_config_apply(c, opts, n, err) < 0) {
+	if (tls_config_apply(c, opts, n, err) < 0 ||
+	    (c->role == STRATA_ROLE_CLIENT && c->verify == VERIFY_OPTIONAL &&
+		cfg_fail(err, TLS_CLIENT_OPTIONAL) < 0)) {
 		for (i = 0; i < n && err; i++)
 			if (strstr(err->message, opts[i].key) ==
 			    err->message)
@@ -1679,6 +1685,11 @@ tls_create(const void *cfgv, struct strata_layer *layer,
 	if (t->server && !c->npairs) {
 		strata_error_set(err, STRATA_ERR_OPTION, "a server needs cert= "
 		    "(and key=), or cert=self-signed");
+		free(t);
+		return NULL;
+	}
+	if (!t->server && c->verify == VERIFY_OPTIONAL) {
+		strata_error_set(err, STRATA_ERR_OPTION, TLS_CLIENT_OPTIONAL);
 		free(t);
 		return NULL;
 	}

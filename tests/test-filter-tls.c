@@ -902,6 +902,29 @@ START_TEST(mutual_tls)
 	ck_assert_uint_eq(evbuffer_get_length(sp->got), 0);
 	peer_destroy(c);
 	srv_teardown(&s);
+	/* verify=optional: a client without a certificate is accepted,
+	 * one with a trusted certificate shows it */
+	snprintf(extra, sizeof(extra), "verify=optional, ca=%s/ca.pem",
+	    tmpdir);
+	srv_tls(&s, base, extra, 1);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost", tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	th_run_until(base, &c->connected, 3000, "CONNECTED without a cert");
+	exchange(base, c, "optional\n");
+	sp = srv_wait_peer(&s, 0);
+	ck_assert_msg(!strstr(describe(sp, 1), "peer="), "%s",
+	    describe(sp, 1));
+	peer_destroy(c);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost, "
+	    "cert=%s/client.pem, key=%s/client.key", tmpdir, tmpdir, tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	th_run_until(base, &c->connected, 3000, "CONNECTED with a cert");
+	exchange(base, c, "optional\n");
+	sp = srv_wait_peer(&s, 1);
+	ck_has(describe(sp, 1), "peer=\"CN=strata client,O=strata test\"");
+	ck_assert_int_eq(sp->errors, 0);
+	peer_destroy(c);
+	srv_teardown(&s);
 	/* a client certificate from a CA the server does not trust */
 	snprintf(extra, sizeof(extra), "verify=optional, ca=%s/other-ca.pem",
 	    tmpdir);
@@ -1632,6 +1655,13 @@ static const struct {
 	{"min=1.1", "tls: bad value '1.1' for min"},
 	{"min=1.3, max=1.2", "tls: min is above max"},
 	{"verify=maybe", "tls: bad value 'maybe' for verify"},
+	/* refused at parse time with role=client, when the connecting
+	 * stack is built otherwise (its role is known then) */
+	{"role=client, verify=optional", "tls: bad value 'optional' for "
+	    "verify: a client takes required (the default) or none; "
+	    "optional is for servers"},
+	{"verify=optional", "tls: bad value 'optional' for verify: a client "
+	    "takes required (the default) or none"},
 	{"sni=127.0.0.1", "tls: bad value '127.0.0.1' for sni"},
 	{"dirty=sometimes", "tls: bad value 'sometimes' for dirty"},
 	{"handshake-timeout=forever",
