@@ -12,7 +12,9 @@
  *     same raw OpenSSL client (blocking, in a thread).
  *  3. Memory per idle server connection (RSS and mallinfo2) for many
  *     connections, both servers with default settings, each measured in a
- *     fresh process, the clients in another process.
+ *     fresh process, the clients in another process; and, as a reference,
+ *     OpenSSL alone (only the SSL objects kept): the floor for any server
+ *     built on OpenSSL 3.
  *
  * Every figure is the median of several runs; the variants of a section
  * run interleaved. bench/README.md ("## TLS") explains each column.
