@@ -528,7 +528,7 @@ static int
 tls_load_pairs(struct tls_cfg *c, const char *certs, const char *keys,
     struct strata_error *err)
 {
-	char *cs = strdup(certs), *ks = keys ? strdup(keys) : NULL;
+	char *cs = strata_strdup_(certs), *ks = keys ? strata_strdup_(keys) : NULL;
 	char *cv[TLS_MAX_PAIRS + 1], *kv[TLS_MAX_PAIRS + 1];
 	size_t nc, nk = 0, i;
 	int rc = -1;
@@ -569,8 +569,8 @@ tls_load_pairs(struct tls_cfg *c, const char *certs, const char *keys,
 	}
 	rc = 0;
 out:
-	free(cs);
-	free(ks);
+	strata_free_(cs);
+	strata_free_(ks);
 	return rc;
 }
 
@@ -665,7 +665,7 @@ static int
 tls_opt_pins(struct tls_cfg *c, const struct strata_option *o,
     struct strata_error *err)
 {
-	char *s = strdup(o->value), *v[TLS_MAX_PINS + 1];
+	char *s = strata_strdup_(o->value), *v[TLS_MAX_PINS + 1];
 	size_t n, i;
 	int rc = 0;
 
@@ -676,7 +676,7 @@ tls_opt_pins(struct tls_cfg *c, const struct strata_option *o,
 		rc = -1;
 	for (i = 0; rc == 0 && i < n; i++)
 		rc = tls_pin_parse(v[i], c->pins[i]);
-	free(s);
+	strata_free_(s);
 	if (rc < 0)
 		return cfg_fail(err, "bad value '%s' for pin: expected "
 				     "sha256:<64 hex digits or base64>, up to "
@@ -694,7 +694,7 @@ tls_opt_alpn(struct tls_cfg *c, const struct strata_option *o,
 	size_t len = strlen(o->value), off = 0;
 	const char *p = o->value, *end;
 
-	if (!len || !(c->alpn = malloc(len + 1)))
+	if (!len || !(c->alpn = strata_malloc_(len + 1)))
 		goto bad;
 	while (*p) {
 		size_t n;
@@ -738,7 +738,7 @@ tls_opt_ciphers(struct tls_cfg *c, const struct strata_option *o, int v13,
     struct strata_error *err)
 {
 	SSL_CTX *scratch = SSL_CTX_new(TLS_method());
-	char *s = strdup(o->value), *save = NULL, *tok;
+	char *s = strata_strdup_(o->value), *save = NULL, *tok;
 	int rc = -1;
 
 	if (!scratch || !s) {
@@ -765,7 +765,7 @@ tls_opt_ciphers(struct tls_cfg *c, const struct strata_option *o, int v13,
 	rc = 0;
 out:
 	SSL_CTX_free(scratch);
-	free(s);
+	strata_free_(s);
 	return rc;
 }
 
@@ -774,7 +774,7 @@ tls_opt_groups(struct tls_cfg *c, const struct strata_option *o,
     struct strata_error *err)
 {
 	SSL_CTX *scratch = SSL_CTX_new(TLS_method());
-	char *s = strdup(o->value), *save = NULL, *tok;
+	char *s = strata_strdup_(o->value), *save = NULL, *tok;
 	int rc = -1;
 
 	if (!scratch || !s) {
@@ -794,7 +794,7 @@ tls_opt_groups(struct tls_cfg *c, const struct strata_option *o,
 	rc = 0;
 out:
 	SSL_CTX_free(scratch);
-	free(s);
+	strata_free_(s);
 	return rc;
 }
 
@@ -858,7 +858,7 @@ tls_opt_tickets(struct tls_cfg *c, const char *path, struct strata_error *err)
 				     "%d bytes (openssl rand 80 > FILE)", path,
 		    TLS_MAX_TICKET_KEYS, TLS_TICKET_KEY_LEN);
 	c->ntkeys = n / TLS_TICKET_KEY_LEN;
-	if (!(c->tkeys = calloc(c->ntkeys, sizeof(*c->tkeys))))
+	if (!(c->tkeys = strata_calloc_(c->ntkeys, sizeof(*c->tkeys))))
 		return cfg_fail(err, "out of memory");
 	/* nginx's layout: name, HMAC secret, AES key */
 	for (i = 0; i < c->ntkeys; i++) {
@@ -996,7 +996,7 @@ tls_set_verr(struct tls *t, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	t->verr = strdup(buf); /* NULL: OpenSSL's own reason is used */
+	t->verr = strata_strdup_(buf); /* NULL: OpenSSL's own reason is used */
 }
 
 static const char *tls_client_expect(struct tls *t, char *host,
@@ -1116,13 +1116,13 @@ tls_config_free(void *cfgv)
 		tls_pair_clear(&c->pairs[i]);
 	if (c->tkeys)
 		OPENSSL_cleanse(c->tkeys, c->ntkeys * sizeof(*c->tkeys));
-	free(c->tkeys);
-	free(c->alpn);
-	free(c->name);
-	free(c->sni);
+	strata_free_(c->tkeys);
+	strata_free_(c->alpn);
+	strata_free_(c->name);
+	strata_free_(c->sni);
 	if (c->keylog_fd >= 0)
 		close(c->keylog_fd);
-	free(c);
+	strata_free_(c);
 }
 
 /* Options that only set a value, checked once each. */
@@ -1150,7 +1150,7 @@ tls_opt_simple(struct tls_cfg *c, const struct strata_option *o,
 	if (!strcmp(o->key, "name")) {
 		if (!o->value[0])
 			return cfg_fail(err, "name: empty");
-		return (c->name = strdup(o->value)) ? 0
+		return (c->name = strata_strdup_(o->value)) ? 0
 		    : cfg_fail(err, "out of memory");
 	}
 	if (!strcmp(o->key, "sni")) {
@@ -1162,7 +1162,7 @@ tls_opt_simple(struct tls_cfg *c, const struct strata_option *o,
 			return cfg_fail(err, "bad value '%s' for sni: expected "
 					     "a host name (never an IP "
 					     "address) or none", o->value);
-		return (c->sni = strdup(o->value)) ? 0
+		return (c->sni = strata_strdup_(o->value)) ? 0
 		    : cfg_fail(err, "out of memory");
 	}
 	return 1; /* not a simple option */
@@ -1332,12 +1332,12 @@ static int
 tls_config(void **cfgp, const struct strata_option *opts, size_t n,
     struct strata_error *err)
 {
-	struct tls_cfg *c = calloc(1, sizeof(*c));
+	struct tls_cfg *c = strata_calloc_(1, sizeof(*c));
 	size_t i;
 
 	pthread_once(&tls_bio_once, tls_bio_init);
 	if (!c || !tls_bio_method) {
-		free(c);
+		strata_free_(c);
 		return cfg_fail(err, "out of memory");
 	}
 	pthread_mutex_init(&c->store_lock, NULL);
@@ -1464,7 +1464,7 @@ tls_established(struct tls *t)
 	/* what only the handshake needed */
 	event_free(t->timer);
 	t->timer = NULL;
-	free(t->verr);
+	strata_free_(t->verr);
 	t->verr = NULL;
 	gettimeofday(&now, NULL);
 	t->hs_us = (now.tv_sec - t->t0.tv_sec) * 1000000L +
@@ -1591,7 +1591,7 @@ tls_client_setup(struct tls *t)
 	if (c->resume) {
 		snprintf(key, sizeof(key), "%s|%s|%s", c->id,
 		    expect ? expect : "", addr);
-		if (!(t->cache_key = strdup(key))) {
+		if (!(t->cache_key = strata_strdup_(key))) {
 			tls_fail(t, STRATA_ERR_NOMEM, "out of memory");
 			return -1;
 		}
@@ -1660,9 +1660,9 @@ tls_destroy(void *ctx)
 	if (t->timer)
 		event_free(t->timer);
 	SSL_free(t->ssl);
-	free(t->cache_key);
-	free(t->verr);
-	free(t);
+	strata_free_(t->cache_key);
+	strata_free_(t->verr);
+	strata_free_(t);
 }
 
 static void *
@@ -1674,7 +1674,7 @@ tls_create(const void *cfgv, struct strata_layer *layer,
 	BIO *bio;
 	int mode = SSL_VERIFY_NONE;
 
-	if (!c || !(t = calloc(1, sizeof(*t)))) {
+	if (!c || !(t = strata_calloc_(1, sizeof(*t)))) {
 		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
 		return NULL;
 	}
@@ -1685,18 +1685,18 @@ tls_create(const void *cfgv, struct strata_layer *layer,
 	if (t->server && !c->npairs) {
 		strata_error_set(err, STRATA_ERR_OPTION, "a server needs cert= "
 		    "(and key=), or cert=self-signed");
-		free(t);
+		strata_free_(t);
 		return NULL;
 	}
 	if (!t->server && c->verify == VERIFY_OPTIONAL) {
 		strata_error_set(err, STRATA_ERR_OPTION, TLS_CLIENT_OPTIONAL);
-		free(t);
+		strata_free_(t);
 		return NULL;
 	}
 	if (tls_need_store(c, t->server) < 0) {
 		strata_error_set(err, STRATA_ERR_OPTION, "ca: the system store "
 		    "cannot be used");
-		free(t);
+		strata_free_(t);
 		return NULL;
 	}
 	if ((t->ssl = SSL_new(c->ctx)) != NULL &&
