@@ -61,6 +61,7 @@ struct strata_layer {
 	unsigned side_writes;
 	size_t index;		  /* position from the wire up */
 	unsigned in_finished : 1;
+	unsigned in_ended : 1;	  /* strata_layer_input_end() was called */
 	unsigned gates : 1;
 	unsigned ready : 1;
 	unsigned started : 1;
@@ -573,6 +574,36 @@ run_input_chain(struct strata_engine *e, ev_ssize_t lim,
 	return moved;
 }
 
+/*
+ * A layer ended its stream before the transport did (TLS close_notify):
+ * the layers above it finish (BEV_FINISHED, bottom-up, as on a transport
+ * EOF), the transport stops being read, and the top gets its EOF once,
+ * deferred so that the data decoded in this pass is read first.
+ */
+static int
+input_ended(struct strata_engine *e)
+{
+	size_t i, k;
+
+	for (k = 0; k < e->n && !e->layers[k]->in_ended; k++)
+		;
+	if (k == e->n || e->eof)
+		return 0;
+	e->eof = 1;
+	for (i = 0; i <= k; i++)
+		e->layers[i]->in_finished = 1;
+	for (i = k + 1; i < e->n; i++) {
+		if (layer_call(e, e->layers[i], 0, in_src(e, i), in_dst(e, i),
+			-1, BEV_FINISHED) < 0)
+			return -1;
+		e->layers[i]->in_finished = 1;
+	}
+	bufferevent_disable(e->transport, EV_READ);
+	bufferevent_trigger_event(e->top, BEV_EVENT_EOF | BEV_EVENT_READING,
+	    BEV_TRIG_DEFER_CALLBACKS);
+	return 1;
+}
+
 static int
 run_input(struct strata_engine *e, ev_ssize_t lim,
     enum bufferevent_flush_mode mode, int full)
@@ -581,6 +612,8 @@ run_input(struct strata_engine *e, ev_ssize_t lim,
 
 	count_wire_in(e);
 	r = run_input_chain(e, lim, mode, full);
+	if (r >= 0 && input_ended(e) < 0)
+		r = -1;
 	e->t_in_seen = evbuffer_get_length(e->t_in);
 	return r;
 }
@@ -703,7 +736,8 @@ transport_read_update(struct strata_engine *e)
 	if (!e->rd_parked && len >= TRANSPORT_RD_HIGH) {
 		e->rd_parked = 1;
 		bufferevent_disable(e->transport, EV_READ);
-	} else if (e->rd_parked && len < TRANSPORT_RD_HIGH) {
+	} else if (e->rd_parked && len < TRANSPORT_RD_HIGH &&
+	    (!e->eof || e->closing)) {
 		e->rd_parked = 0;
 		bufferevent_enable(e->transport, EV_READ);
 	}
@@ -1018,6 +1052,8 @@ on_eof(struct strata_engine *e, short what)
 			close_finish(e, 1);
 		return;
 	}
+	if (e->eof) /* a layer's stream ended first: that EOF was raised */
+		return;
 	e->eof = 1;
 	r = run_input(e, -1, BEV_FINISHED, 1);
 	if (r >= 0)
@@ -1555,6 +1591,12 @@ strata_layer_kick(struct strata_layer *l)
 		return;
 	event_active(&top->ev_write, EV_TIMEOUT, 1);
 	event_active(&top->ev_read, EV_TIMEOUT, 1);
+}
+
+void
+strata_layer_input_end(struct strata_layer *l)
+{
+	l->in_ended = 1; /* acted on once the pass is over: input_ended() */
 }
 
 void

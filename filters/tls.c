@@ -1788,6 +1788,10 @@ tls_read_loop(struct tls *t, struct evbuffer *src, struct evbuffer *dst,
 		if (e == SSL_ERROR_ZERO_RETURN) {
 			t->got_close = 1; /* the peer's close_notify */
 			evbuffer_drain(src, evbuffer_get_length(src));
+			/* EOF now, not at the transport's: a peer may wait
+			 * for our close_notify before it closes (Python's
+			 * unwrap(), SSL_shutdown() called twice) */
+			strata_layer_input_end(t->layer);
 			break;
 		}
 		return tls_fail_io(t, "read", e);

@@ -2480,6 +2480,61 @@ START_TEST(python_client)
 }
 END_TEST
 
+/*
+ * A peer that sends close_notify and then waits for ours before it closes
+ * TCP (Python's unwrap(), SSL_shutdown() called twice): its close_notify
+ * is the EOF, while its socket stays open; our close answers it.
+ */
+static const char py_unwrap[] =
+    "import socket, ssl, sys, time\n"
+    "port, ca = int(sys.argv[1]), sys.argv[2]\n"
+    "ctx = ssl.create_default_context(cafile=ca)\n"
+    "raw = socket.create_connection(('127.0.0.1', port))\n"
+    "s = ctx.wrap_socket(raw, server_hostname='localhost')\n"
+    "s.sendall(b'ping\\n')\n"
+    "got = b''\n"
+    "while not got.endswith(b'\\n'):\n"
+    "    got += s.recv(100)\n"
+    "print('GOT', got.decode().strip(), flush=True)\n"
+    "t0 = time.monotonic()\n"
+    "raw2 = s.unwrap()\n"
+    "print('UNWRAPPED after %.1f s' % (time.monotonic() - t0), "
+    "flush=True)\n"
+    "time.sleep(3)\n"
+    "raw2.close()\n";
+
+START_TEST(close_notify_is_eof_before_fin)
+{
+	struct event_base *base = event_base_new();
+	struct close_res r = {0, -1};
+	struct server s;
+	struct child cl;
+	struct peer *p;
+	char port[16];
+	const char *argv[] = {"python3", NULL, port, NULL, NULL};
+
+	srv_tls(&s, base, "", 1);
+	snprintf(port, sizeof(port), "%d", s.port);
+	argv[1] = py_script("unwrap.py", py_unwrap);
+	argv[3] = P("ca.pem");
+	child_start(base, &cl, (char *const *)argv);
+	child_expect(base, &cl, "GOT ping", 10000);
+	p = srv_wait_peer(&s, 0);
+	/* Python's socket stays open: only close_notify can end this */
+	th_run_until(base, &p->eof, 2000, "EOF at the peer's close_notify");
+	ck_assert_int_eq(p->errors, 0);
+	ck_has(describe(p, 1), "close_notify=received");
+	ck_assert_int_eq(strata_close(p->top, NULL, on_closed, &r), 0);
+	p->top = NULL;
+	child_expect(base, &cl, "UNWRAPPED after 0.", 2000);
+	child_wait(base, &cl, &r.done, 5000, "the close to complete");
+	ck_assert_int_eq(r.delivered, 1);
+	child_stop(&cl);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
 START_TEST(python_server)
 {
 	struct event_base *base = event_base_new();
@@ -2952,6 +3007,7 @@ main(void)
 	tcase_add_test(tc, renegotiation_refused);
 	tcase_add_test(tc, client_key_update_and_renegotiation);
 	tcase_add_test(tc, python_client);
+	tcase_add_test(tc, close_notify_is_eof_before_fin);
 	tcase_add_test(tc, python_server);
 	tcase_add_test(tc, evhttp_with_curl);
 	tcase_add_test(tc, evhttp_connection_close_with_curl);
