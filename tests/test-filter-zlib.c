@@ -1611,7 +1611,7 @@ START_TEST(bomb_ratio)
 	char err[STRATA_ERROR_MAX];
 	size_t got, zl;
 
-	zeros_deflated(64 * MIB, z);
+	zeros_deflated(th_scaled(64 * MIB, 8 * MIB), z);
 	zl = evbuffer_get_length(z);
 	got = inflate_counting("", z, -1, err, sizeof(err));
 	ck_assert_msg(starts_with(err, "tzlib: inflated output exceeds "
@@ -1688,7 +1688,8 @@ END_TEST
  * stream through (and the output is drained as it comes). */
 START_TEST(bomb_caps_normal_and_off)
 {
-	const size_t len = 8 * MIB;
+	const size_t len = th_scaled(8 * MIB, MIB);
+	const size_t zeros = th_scaled(64 * MIB, 8 * MIB);
 	unsigned char *data = malloc(len);
 	struct evbuffer *z;
 	char err[STRATA_ERROR_MAX];
@@ -1702,11 +1703,11 @@ START_TEST(bomb_caps_normal_and_off)
 	evbuffer_free(z);
 	free(data);
 	z = evbuffer_new();
-	zeros_deflated(64 * MIB, z);
+	zeros_deflated(zeros, z);
 	got = inflate_counting("max-ratio=0,max-output=0", z, 65536, err,
 	    sizeof(err));
 	ck_assert_msg(!err[0], "%s", err);
-	ck_assert_uint_eq(got, 64 * MIB);
+	ck_assert_uint_eq(got, zeros);
 	evbuffer_free(z);
 }
 END_TEST
@@ -1985,7 +1986,8 @@ feeder_write(struct bufferevent *bev, void *arg)
  * fly (never held whole). */
 START_TEST(sock_100mb)
 {
-	const size_t block_len = 1000003, total = 100u * 1000 * 1000;
+	const size_t block_len = 1000003;
+	const size_t total = th_scaled(100u * 1000 * 1000, 8u * 1000 * 1000);
 	unsigned char *block = malloc(block_len);
 	struct feeder w = {0};
 	struct duo d;
@@ -2318,9 +2320,14 @@ END_TEST
 
 START_TEST(sock_bomb_max_output)
 {
-	bomb_run("max-ratio=0,max-output=64M", 256 * 1024,
-	    "zlib: inflated output exceeds max-output=67108864 bytes",
-	    64 * MIB, 64 * MIB);
+	if (th_under_valgrind())
+		bomb_run("max-ratio=0,max-output=8M", 256 * 1024,
+		    "zlib: inflated output exceeds max-output=8388608 bytes",
+		    8 * MIB, 8 * MIB);
+	else
+		bomb_run("max-ratio=0,max-output=64M", 256 * 1024,
+		    "zlib: inflated output exceeds max-output=67108864 bytes",
+		    64 * MIB, 64 * MIB);
 }
 END_TEST
 
