@@ -126,6 +126,10 @@ int strata_transport_config_(const struct strata_spec *spec,
 void *strata_transport_state_(struct bufferevent *top,
     const struct strata_transport_type *t);
 
+/* How much strata's read path may add to a stack transport's input
+ * (TRANSPORT_RD_HIGH minus what it holds; 0 parks reading), or -1 for a
+ * bufferevent that is no stack's transport. */
+ev_ssize_t strata_transport_read_cap_(struct bufferevent *transport);
 /** The fast read path read @p n bytes on a transport: charge its group. */
 void strata_transport_read_charged_(struct bufferevent *transport,
     ev_ssize_t n);

@@ -106,6 +106,7 @@ fast_readcb(evutil_socket_t fd, short what, void *arg)
 	struct evbuffer *in = bufferevent_get_input(bev);
 	ev_ssize_t howmuch = bufferevent_get_max_to_read(bev);
 	size_t before = evbuffer_get_length(in), low, high;
+	ev_ssize_t cap;
 	int r, err;
 
 	bufferevent_incref(bev);
@@ -119,6 +120,8 @@ fast_readcb(evutil_socket_t fd, short what, void *arg)
 	bufferevent_getwatermark(bev, EV_READ, &low, &high);
 	if (high && (ev_ssize_t)(high - before) < howmuch)
 		howmuch = high > before ? (ev_ssize_t)(high - before) : 0;
+	if ((cap = strata_transport_read_cap_(bev)) >= 0 && cap < howmuch)
+		howmuch = cap;
 	if (howmuch <= 0)
 		goto out;
 	r = read_some(bev, fd, howmuch);
