@@ -398,6 +398,7 @@ layer_call(struct strata_engine *e, struct strata_layer *l, int out,
 	for (;;) {
 		size_t s0 = evbuffer_get_length(src);
 		size_t d0 = evbuffer_get_length(dst), s1, d1, used, made;
+		uint64_t sent0 = e->wire_out;
 		unsigned w0 = l->side_writes;
 		enum bufferevent_filter_result r;
 		char msg[STRATA_ERROR_MAX];
@@ -407,6 +408,13 @@ layer_call(struct strata_engine *e, struct strata_layer *l, int out,
 		e->depth--;
 		s1 = evbuffer_get_length(src);
 		d1 = evbuffer_get_length(dst);
+		/* A transport may take what is added to its output at once: a
+		 * bufferevent_pair hands it to its partner from an evbuffer
+		 * callback, inside the filter's evbuffer_add. What left during
+		 * the call was made too (a flush that wrote only a marker
+		 * would otherwise look like BEV_OK without progress). */
+		if (dst == e->t_out)
+			d1 += (size_t)(e->wire_out - sent0);
 		used = s0 > s1 ? s0 - s1 : 0;
 		made = d1 > d0 ? d1 - d0 : 0;
 		if (out) {
@@ -547,8 +555,15 @@ run_input_chain(struct strata_engine *e, ev_ssize_t lim,
 			else
 				room = room_to_chain_end(src,
 				    room_in(dst, LAYER_CAP));
-			if (!room && !(l->gates && !l->ready))
+			if (!room && !(l->gates && !l->ready)) {
+				/* full above: the layers above may drain it in
+				 * this pass, then this one must run again (or
+				 * its input stays parked with nothing to wake
+				 * it: the transport's reading is off) */
+				again |= i + 1 < e->n &&
+				    evbuffer_get_length(src) != 0;
 				continue;
+			}
 			r = layer_call(e, l, 0, src, dst, room, mode);
 			if (r < 0) {
 				/* what the layer decoded before its error goes
@@ -746,12 +761,17 @@ transport_read_update(struct strata_engine *e)
 /* ---- the two bufferevent_filter_cb functions of the top ---- */
 
 static ev_ssize_t
-top_limit(struct strata_engine *e, ev_ssize_t lim)
+top_limit(struct strata_engine *e, ev_ssize_t lim, size_t held)
 {
 	/* Stay one byte under the top's read high watermark: libevent >=
 	 * 2.1.9 re-fires the read callback in a busy loop while the input
 	 * is at or above it (libevent #891); the transport's own watermark
-	 * bounds memory instead. */
+	 * bounds memory instead. An empty input still gets a budget of 1
+	 * (one whole unit may go over it, as into any empty buffer): with a
+	 * watermark of 1 the budget would otherwise always be 0, and
+	 * nothing would reach the reader before EOF. */
+	if (lim == 1 && !held)
+		return 1;
 	return lim > 0 ? lim - 1 : lim;
 }
 
@@ -769,7 +789,8 @@ engine_input(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
 		evbuffer_drain(src, evbuffer_get_length(src));
 		return BEV_NEED_MORE;
 	}
-	r = run_input(e, mode == BEV_NORMAL ? top_limit(e, lim) : -1, mode,
+	r = run_input(e, mode == BEV_NORMAL ? top_limit(e, lim, before) : -1,
+	    mode,
 	    mode != BEV_NORMAL);
 	if (r >= 0)
 		flush_side_writes(e);
@@ -850,7 +871,7 @@ input_pass(struct strata_engine *e, int full)
 	if (!rd) /* handshaking: the layers talk, the user gets nothing */
 		lim = 0;
 	else if (high)
-		lim = top_limit(e, (ev_ssize_t)(high - before));
+		lim = top_limit(e, (ev_ssize_t)(high - before), before);
 	if (run_input(e, lim, BEV_NORMAL, full) < 0) {
 		fail_after_data(e, evbuffer_get_length(in) > before);
 		return;
@@ -881,7 +902,12 @@ rerun_output(struct strata_engine *e)
 		e->wr_timed_out = 0;
 		bufferevent_enable(e->transport, EV_WRITE);
 	}
-	if (e->flush_due && take) {
+	/* A full transport means a slow peer, not an idle writer: flushing
+	 * now would let the writer refill the top and each turn of the loop
+	 * move another layer's worth past the transport's high watermark
+	 * (unbounded memory under a peer that never reads). The flush stays
+	 * due until the transport drains (wrap_w). */
+	if (e->flush_due && take && transport_room(e) != 0) {
 		/* the writer went idle: let each layer emit what it holds */
 		e->flush_due = 0;
 		if (run_output(e, transport_room(e), BEV_NORMAL, take) < 0) {
@@ -1111,10 +1137,15 @@ on_error(struct strata_engine *e, short what)
 	snprintf(msg, sizeof(msg), "transport: %s",
 	    err ? evutil_socket_error_to_string(err) : "error");
 	if (!e->failed) {
+		/* the original event carries it: set before engine_fail(),
+		 * whose raise_error() would queue a second one */
+		e->error_raised = 1;
 		engine_fail(e, what & (BEV_EVENT_READING | BEV_EVENT_WRITING),
 		    STRATA_ERR_SYSTEM, err, msg);
-		e->error_raised = 1; /* the original event carries it */
-	}
+	} else if (e->error_raised)
+		return; /* a layer's error is on its way to the user */
+	else
+		e->error_raised = 1;
 	e->orig_e(e->transport, what, e->orig_arg);
 }
 
@@ -1446,6 +1477,22 @@ strata_engine_build_(struct strata_engine *e, struct bufferevent *transport,
 	}
 	bufferevent_unlock(top);
 	return top;
+}
+
+void
+strata_engine_accepted_(struct bufferevent *top)
+{
+	struct strata_engine *e = engine_of(top);
+	bufferevent_data_cb r, w;
+	bufferevent_event_cb ev;
+
+	bufferevent_getcb(top, &r, &w, &ev, NULL);
+	if (!e || (!r && !w && !ev)) /* freed (or never given callbacks) */
+		return;
+	bufferevent_lock(top);
+	if (!e->connect_sent && !e->failed)
+		event_active(&top->ev_read, EV_TIMEOUT, 1);
+	bufferevent_unlock(top);
 }
 
 /* ---- pushing onto a live stack (STARTTLS) ---- */

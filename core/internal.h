@@ -96,6 +96,14 @@ struct bufferevent *strata_engine_build_(struct strata_engine *e,
     const struct strata_build *b, struct strata_error *err);
 
 /**
+ * The accept callback that got @p top (built with b->announce) returned:
+ * announce the stack again if the callback disabled reading on the top,
+ * which deletes the pending announcement (be_filter_disable deletes the
+ * top's ev_read). Nothing if the callback freed the top.
+ */
+void strata_engine_accepted_(struct bufferevent *top);
+
+/**
  * A transport no longer wants the lookup @p req it started on
  * strata_conn_dns(@p c). Its callback still runs once, later (with
  * EVUTIL_EAI_CANCEL or an error), and must then only free what its

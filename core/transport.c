@@ -284,7 +284,10 @@ listener_accept(struct evconnlistener *lev, evutil_socket_t fd,
 		bufferevent_free(bev);
 		return;
 	}
+	bufferevent_incref(top); /* valid after the callback, even freed */
 	l->cb(l, top, l->arg);
+	strata_engine_accepted_(top);
+	bufferevent_decref(top);
 }
 
 static void
