@@ -105,7 +105,7 @@ same_error(const char *in)
 	ck_assert_msg(b == NULL, "'%s' parsed", in);
 	b = strata_connect(base, NULL, a.s, BEV_OPT_CLOSE_ON_FREE, &e2);
 	ck_assert_msg(b == NULL, "'%s' parsed", a.s);
-	stackarg_fix_error(&a, &e2);
+	stackarg_fix_error(&a, 0, &e2);
 	ck_assert_msg(!strcmp(e1.message, e2.message),
 	    "'%s': '%s' became '%s'", in, e1.message, e2.message);
 	ck_assert_msg(e1.position == e2.position, "'%s': position %zu, not %zu",

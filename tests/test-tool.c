@@ -463,9 +463,10 @@ START_TEST(sigterm_drains_a_transfer_in_flight)
 	argv2[1] = "proxy";
 	argv2[2] = "--rate";
 	argv2[3] = "1M";
-	argv2[4] = s2;
-	argv2[5] = s1;
-	argv2[6] = NULL;
+	argv2[4] = "--workers=2";
+	argv2[5] = s2;
+	argv2[6] = s1;
+	argv2[7] = NULL;
 	proxy = spawn(argv2);
 	wait_listening(p2);
 	snprintf(cmd, sizeof(cmd),
@@ -1137,6 +1138,51 @@ START_TEST(relay_memory_stays_bounded_under_a_slow_reader)
 }
 END_TEST
 
+/* A drain cut short by --drain-timeout, and a second signal: both end
+ * at once with status 1, saying so, and free what was running. */
+START_TEST(drain_timeout_and_second_signal)
+{
+	int pe = free_port(), pp, i, st;
+	char echo_s[64], lstack[64], log[32], want[64];
+	pid_t echo, proxy, writer;
+	double t0;
+
+	snprintf(echo_s, sizeof(echo_s), "tcp://127.0.0.1:%d", pe);
+	echo = tool_bg(NULL, NULL, "listen", echo_s, "--echo", NULL);
+	wait_listening(pe);
+	for (i = 0; i < 2; i++) {
+		pp = free_port();
+		snprintf(lstack, sizeof(lstack), "tcp://127.0.0.1:%d", pp);
+		snprintf(log, sizeof(log), "cut%d.txt", i);
+		proxy = tool_bg(NULL, tpath(log), "proxy", "--workers", "2",
+		    "--rate", "100K", "--drain-timeout", "0.5", lstack, echo_s,
+		    NULL);
+		wait_listening(pp);
+		if ((writer = fork()) == 0)
+			fast_writer(pp, 1 << 20); /* 10 s at 100K/s */
+		child_started(writer);
+		usleep(300000);
+		t0 = now_s();
+		kill(proxy, SIGTERM);
+		if (i == 1) {
+			usleep(100000);
+			kill(proxy, SIGTERM);
+		}
+		ck_assert_int_eq(waitpid(proxy, &st, 0), proxy);
+		ck_assert_msg(now_s() - t0 < (i ? 0.4 : 2.0),
+		    "took %.2f s to exit", now_s() - t0);
+		ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1,
+		    "exit status %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+		snprintf(want, sizeof(want), "%s", i ? "second signal: exiting "
+		    "now" : "--drain-timeout expired, cutting 1 connection");
+		ck_assert(wait_text(tpath(log), want, 0));
+		kill(writer, SIGKILL);
+		waitpid(writer, NULL, 0);
+	}
+	ck_assert_int_eq(stop_status(echo), 0);
+}
+END_TEST
+
 /* ---- real peers ---- */
 
 START_TEST(curl_through_a_tls_terminating_proxy)
@@ -1297,6 +1343,14 @@ START_TEST(bad_options_and_files)
 	    "\"unknown filter 'zlb' at position 26\" %s", tool(),
 	    tpath("b6.txt"), tpath("b6.txt"));
 	ck_assert_int_eq(sh(cmd), 0);
+	/* a target that is not tcp: its filters are checked on their own,
+	 * and the position still counts from the start of the string */
+	snprintf(cmd, sizeof(cmd), "%s proxy tcp://127.0.0.1:0 "
+	    "\"unix:/nonexistent.sock | tls | zlb\" 2>%s; test $? = 2 && "
+	    "grep -q \"unknown filter 'zlb' at position 31\" %s && grep -qx "
+	    "\"                                 \\^\" %s", tool(),
+	    tpath("b7.txt"), tpath("b7.txt"), tpath("b7.txt"));
+	ck_assert_int_eq(sh(cmd), 0);
 }
 END_TEST
 
@@ -1374,6 +1428,7 @@ main(void)
 	tcase_add_test(tc, sighup_reloads_certificates);
 	tcase_add_test(tc, connect_progress_line_on_a_terminal);
 	tcase_add_test(tc, relay_memory_stays_bounded_under_a_slow_reader);
+	tcase_add_test(tc, drain_timeout_and_second_signal);
 	tcase_add_test(tc, curl_through_a_tls_terminating_proxy);
 	tcase_add_test(tc, openssl_s_client_against_listen_echo);
 	tcase_add_test(tc, file_through_connect_into_listen_exec_sha256);

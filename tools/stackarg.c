@@ -187,13 +187,12 @@ add_option(struct scan *c, size_t at, long paren, const char *key,
 	insert(c, (size_t)paren + 1, text);
 }
 
-/* The transport: up to the first '|' outside quotes; returns its end. */
+/* Where the transport from s[start] ends: its first '|' outside quotes,
+ * or the end of the string; (size_t)-1 if a quote is not closed. */
 static size_t
-scan_transport(struct scan *c, size_t start, int connecting, uint64_t ms)
+transport_end(const char *s, size_t start)
 {
-	const char *s = c->s;
-	size_t i = start, end, j;
-	long paren = -1;
+	size_t i = start;
 	char q = 0;
 
 	for (; s[i]; i++) {
@@ -207,8 +206,19 @@ scan_transport(struct scan *c, size_t start, int connecting, uint64_t ms)
 		else if (s[i] == '|')
 			break;
 	}
-	if (q)
-		return (size_t)-1;
+	return q ? (size_t)-1 : i;
+}
+
+/* The transport: timeout= if it is tcp and connects; returns its end. */
+static size_t
+scan_transport(struct scan *c, size_t start, int connecting, uint64_t ms)
+{
+	const char *s = c->s;
+	size_t i = transport_end(s, start), end, j;
+	long paren = -1;
+
+	if (i == (size_t)-1)
+		return i;
 	end = i;
 	while (end > start && is_ws(s[end - 1]))
 		end--;
@@ -285,6 +295,14 @@ stackarg_init(struct stackarg *a, const char *orig, int connecting,
 	return 0;
 }
 
+const char *
+stackarg_filters(const struct stackarg *a)
+{
+	size_t end = transport_end(a->s, skip_ws(a->s, 0));
+
+	return end != (size_t)-1 && a->s[end] == '|' ? a->s + end + 1 : NULL;
+}
+
 void
 stackarg_clear(struct stackarg *a)
 {
@@ -328,22 +346,23 @@ near_text(const char *s, size_t pos, char *buf, size_t len)
 }
 
 void
-stackarg_fix_error(const struct stackarg *a, struct strata_error *err)
+stackarg_fix_error(const struct stackarg *a, size_t offset,
+    struct strata_error *err)
 {
 	static const char word[] = "position ";
 	char out[STRATA_ERROR_MAX], *near;
 	const char *m = err->message;
 	size_t n = 0, k = strlen(word);
 
-	if (!a->n)
+	if (!a->n && !offset)
 		return;
-	err->position = map_pos(a, err->position);
+	err->position = map_pos(a, err->position + offset);
 	while (*m && n + 1 < sizeof(out)) {
 		if (!strncmp(m, word, k) && m[k] >= '0' && m[k] <= '9') {
 			char *end;
 			unsigned long long p = strtoull(m + k, &end, 10);
 			n += (size_t)snprintf(out + n, sizeof(out) - n, "%s%zu",
-			    word, map_pos(a, (size_t)p));
+			    word, map_pos(a, (size_t)p + offset));
 			m = end;
 			continue;
 		}

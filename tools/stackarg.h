@@ -33,10 +33,15 @@ int stackarg_init(struct stackarg *a, const char *orig, int connecting,
 
 void stackarg_clear(struct stackarg *a);
 
+/** The filter list of a->s (after the transport's '|'), or NULL. */
+const char *stackarg_filters(const struct stackarg *a);
+
 /**
- * An error from parsing a->s, told about a->orig: the position, the
- * "position N" numbers in the message and its "(near '...')" text.
+ * An error from parsing a->s (or, with @p offset, the part of it from
+ * a->s + offset on), told about a->orig: the position, the "position N"
+ * numbers in the message and its "(near '...')" text.
  */
-void stackarg_fix_error(const struct stackarg *a, struct strata_error *err);
+void stackarg_fix_error(const struct stackarg *a, size_t offset,
+    struct strata_error *err);
 
 #endif

@@ -73,6 +73,16 @@ static struct evdns_base *dns;	/* and its resolver */
 static int exit_code = EXIT_OK;	/* atomic: the first failure's code */
 static unsigned long conn_serial; /* atomic */
 
+/*
+ * A connection a worker serves (a relay, an echo), in its worker's list:
+ * when the worker's loop ends with connections still running (a drain
+ * cut short, a second signal), they are freed there, not left behind.
+ */
+struct conn {
+	struct conn *prev, *next;
+	void (*kill)(struct conn *c); /* free it now, no log, no close */
+};
+
 /* A worker: a thread with its own loop (or, alone, the main thread). */
 struct worker {
 	int id;			/* 1..N, in the logs */
@@ -86,6 +96,7 @@ struct worker {
 	struct event *drain_timer;
 	struct event *keep;	/* keeps an idle loop running */
 	struct event *done_ev;	/* in the main loop: this worker ended */
+	struct conn conns;	/* list head; its thread only */
 };
 
 /* Serving state of proxy and listen: connection count, limits, drain. */
@@ -113,6 +124,35 @@ set_exit(int code)
 
 	__atomic_compare_exchange_n(&exit_code, &ok, code, 0, __ATOMIC_ACQ_REL,
 	    __ATOMIC_ACQUIRE);
+}
+
+static void
+conn_add(struct worker *w, struct conn *c, void (*kill)(struct conn *))
+{
+	c->kill = kill;
+	c->prev = c->next = c;
+	if (!w)
+		return;
+	c->next = &w->conns;
+	c->prev = w->conns.prev;
+	w->conns.prev->next = c;
+	w->conns.prev = c;
+}
+
+static void
+conn_del(struct conn *c)
+{
+	c->prev->next = c->next;
+	c->next->prev = c->prev;
+	c->prev = c->next = c;
+}
+
+/* In the worker's thread, after its loop: what is still running goes. */
+static void
+worker_reap(struct worker *w)
+{
+	while (w->conns.next != &w->conns)
+		w->conns.next->kill(w->conns.next);
 }
 
 static void
@@ -165,6 +205,7 @@ struct side {
 };
 
 struct relay {
+	struct conn conn;	/* first: a struct conn * is the relay */
 	unsigned long id;
 	struct worker *w;
 	struct side s[2];
@@ -322,6 +363,21 @@ side_closed(int delivered, void *arg)
 		set_exit(r->failed);
 	if (r->on_end)
 		r->on_end(r);
+	conn_del(&r->conn);
+	free(r);
+}
+
+static void
+relay_kill(struct conn *c)
+{
+	struct relay *r = (struct relay *)c;
+	int i;
+
+	progress_stop(r);
+	for (i = 0; i < 2; i++)
+		if (r->s[i].bev)
+			bufferevent_free(r->s[i].bev); /* also mid-close */
+	conn_del(c);
 	free(r);
 }
 
@@ -522,6 +578,7 @@ relay_new(struct worker *w, struct bufferevent *a, const char *an,
 		return NULL;
 	r->id = __atomic_add_fetch(&conn_serial, 1, __ATOMIC_RELAXED);
 	r->w = w;
+	conn_add(w, &r->conn, relay_kill);
 	clock_gettime(CLOCK_MONOTONIC, &r->start);
 	side_init(r, 0, a, an, astack);
 	side_init(r, 1, b, bn, bstack);
@@ -664,7 +721,7 @@ connect_stack(struct event_base *b, struct evdns_base *d,
 	    &err);
 
 	if (!bev) {
-		stackarg_fix_error(a, &err);
+		stackarg_fix_error(a, 0, &err);
 		if (quiet) { /* a server's connection: logged, serving on */
 			logmsg(0, "cannot start %s: %s", a->orig, err.message);
 			return NULL;
@@ -689,29 +746,20 @@ check_target(const struct stackarg *a)
 	struct event_base *scratch = event_base_new();
 	struct bufferevent *bev = NULL, *pair[2] = {NULL, NULL};
 	struct strata_error err;
-	const char *bar = NULL, *p;
-	char q = 0;
+	const char *filters = stackarg_filters(a);
 	int ok = 0;
 
 	if (!scratch)
 		return -1;
-	for (p = a->s; *p && !bar; p++) { /* the first '|' outside quotes */
-		if (q)
-			q = *p == q ? 0 : q;
-		else if (*p == '"' || *p == '\'')
-			q = *p;
-		else if (*p == '|')
-			bar = p;
-	}
-	if (!strncmp(a->s + strspn(a->s, " \t"), "tcp:", 4)) {
+	if (!strncmp(a->s + strspn(a->s, " \t\r\n"), "tcp:", 4)) {
 		bev = connect_stack(scratch, NULL, a, 0);
 		ok = bev != NULL;
-	} else if (bar && !bufferevent_pair_new(scratch, BEV_OPT_CLOSE_ON_FREE,
-			      pair)) {
-		bev = strata_push(pair[0], bar + 1, BEV_OPT_CLOSE_ON_FREE, &err);
+	} else if (filters && !bufferevent_pair_new(scratch,
+			      BEV_OPT_CLOSE_ON_FREE, pair)) {
+		bev = strata_push(pair[0], filters, BEV_OPT_CLOSE_ON_FREE,
+		    &err);
 		if (!bev) {
-			err.position += (size_t)(bar + 1 - a->s);
-			stackarg_fix_error(a, &err);
+			stackarg_fix_error(a, (size_t)(filters - a->s), &err);
 			stack_error(a->orig, &err);
 			set_exit(is_usage_error(&err) ? EXIT_USAGE
 						      : EXIT_CONNECT);
@@ -782,6 +830,7 @@ worker_main(void *arg)
 	struct worker *w = arg;
 
 	event_base_dispatch(w->base);
+	worker_reap(w);
 	event_active(w->done_ev, EV_TIMEOUT, 1);
 	return NULL;
 }
@@ -830,6 +879,7 @@ worker_init(struct worker *w, int id, int threaded)
 	struct timeval day = {86400, 0};
 
 	w->id = id;
+	w->conns.prev = w->conns.next = &w->conns;
 	if (!threaded) {
 		w->base = base;
 		w->dns = dns;
@@ -986,7 +1036,7 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 		logmsg(1, "SIGHUP: reloaded %s", srv.stack.orig);
 		return;
 	}
-	stackarg_fix_error(&srv.stack, &err);
+	stackarg_fix_error(&srv.stack, 0, &err);
 	logmsg(0, "SIGHUP: reload failed, new connections keep the old "
 		  "certificates and keys: %s", err.message);
 }
@@ -1000,7 +1050,7 @@ listen_stack(strata_accept_fn cb)
 	char addr[256];
 
 	if (!l) {
-		stackarg_fix_error(&srv.stack, &err);
+		stackarg_fix_error(&srv.stack, 0, &err);
 		stack_error(srv.stack.orig, &err);
 		set_exit(is_usage_error(&err) ? EXIT_USAGE : EXIT_CONNECT);
 		return NULL;
@@ -1046,20 +1096,24 @@ serve(strata_accept_fn cb)
 			evsignal_add(sig[i], NULL);
 	}
 	if (workers_start() < 0) {
+		/* the ones running end (and are joined) as in a drain; a
+		 * loopbreak could come before their loop starts, and be lost */
 		set_exit(EXIT_FAILURE_);
-		for (i = 0; i < srv.nw && srv.running; i++)
-			event_base_loopbreak(srv.w[i].base);
-		if (!srv.running)
-			goto out;
+		for (i = 0; i < srv.nw; i++)
+			if (srv.w[i].started)
+				event_active(srv.w[i].drain_ev, EV_TIMEOUT, 1);
+		goto out;
 	}
 	event_base_dispatch(base);
+	if (srv.nw == 1)
+		worker_reap(&srv.w[0]);
 out:
 	for (i = 0; i < 3; i++)
 		if (sig[i])
 			event_free(sig[i]);
 	strata_listener_free(srv.l);
 	srv.l = NULL;
-	return exit_code;
+	return __atomic_load_n(&exit_code, __ATOMIC_ACQUIRE);
 }
 
 /* ---- strata proxy ---- */
@@ -1167,6 +1221,12 @@ out:
 
 /* ---- strata listen ---- */
 
+struct echo {
+	struct conn conn;	/* first */
+	struct worker *w;
+	struct bufferevent *bev;
+};
+
 static void
 echo_read(struct bufferevent *bev, void *arg)
 {
@@ -1175,31 +1235,59 @@ echo_read(struct bufferevent *bev, void *arg)
 }
 
 static void
+echo_done(struct echo *e)
+{
+	release(e->w);
+	conn_del(&e->conn);
+	free(e);
+}
+
+static void
 echo_closed(int delivered, void *arg)
 {
 	(void)delivered;
-	release(arg);
+	echo_done(arg);
+}
+
+static void
+echo_kill(struct conn *c)
+{
+	struct echo *e = (struct echo *)c;
+
+	bufferevent_free(e->bev); /* also mid-close */
+	conn_del(c);
+	free(e);
 }
 
 static void
 echo_event(struct bufferevent *bev, short what, void *arg)
 {
-	struct worker *w = arg;
+	struct echo *e = arg;
 
 	if (what & BEV_EVENT_EOF)
-		strata_close(bev, NULL, echo_closed, w);
+		strata_close(bev, NULL, echo_closed, e);
 	else if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
 		logmsg(0, "echo: %s", strata_last_error(bev)
-		    ? strata_last_error(bev) : "timeout");
+		    ? strata_last_error(bev) : "idle timeout");
 		bufferevent_free(bev);
-		release(w);
+		echo_done(e);
 	}
 }
 
 static void
 listen_echo(struct worker *w, struct bufferevent *top)
 {
-	bufferevent_setcb(top, echo_read, NULL, echo_event, w);
+	struct echo *e = calloc(1, sizeof(*e));
+
+	if (!e) {
+		bufferevent_free(top);
+		release(w);
+		return;
+	}
+	e->w = w;
+	e->bev = top;
+	conn_add(w, &e->conn, echo_kill);
+	bufferevent_setcb(top, echo_read, NULL, echo_event, e);
 	if (o.idle_timeout.tv_sec || o.idle_timeout.tv_usec)
 		strata_set_timeouts(top, &o.idle_timeout, NULL);
 	apply_limits(top);
