@@ -835,6 +835,66 @@ START_TEST(rate_total_across_workers)
 }
 END_TEST
 
+START_TEST(max_conns_across_workers)
+{
+	int port = free_port(), a, b, c, d;
+	char stack[64], buf[16];
+	pid_t pid;
+
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", port);
+	pid = tool_bg(NULL, tpath("mc.txt"), "listen", "--workers", "3",
+	    "--max-conns", "2", stack, "--echo", NULL);
+	wait_listening(port);
+	usleep(100000);
+	/* round-robin: a and b on two workers, the count is one for all */
+	a = tcp_connect_port(port);
+	ck_assert_int_eq(write(a, "a", 1), 1);
+	ck_assert_int_eq(read_wait(a, buf, sizeof(buf), 2000), 1);
+	b = tcp_connect_port(port);
+	ck_assert_int_eq(write(b, "b", 1), 1);
+	ck_assert_int_eq(read_wait(b, buf, sizeof(buf), 2000), 1);
+	c = tcp_connect_port(port);
+	ck_assert_int_eq(read_wait(c, buf, sizeof(buf), 2000), 0);
+	ck_assert(wait_text(tpath("mc.txt"), "--max-conns reached", 2000));
+	close(c);
+	close(a);
+	usleep(200000);
+	d = tcp_connect_port(port);
+	ck_assert_int_eq(write(d, "d", 1), 1);
+	ck_assert_int_eq(read_wait(d, buf, sizeof(buf), 2000), 1);
+	close(d);
+	close(b);
+	ck_assert_int_eq(stop_status(pid), 0);
+	ck_assert(wait_text(tpath("mc.txt"), "w2 accepted", 0));
+	ck_assert(wait_text(tpath("mc.txt"), "w3 accepted", 0));
+}
+END_TEST
+
+/* One TLS context for all workers: a session made on one resumes on
+ * another (openssl s_client -sess_out, then -sess_in). */
+START_TEST(tls_sessions_resume_across_workers)
+{
+	int port = free_port();
+	char stack[512], cmd[1024];
+	pid_t pid;
+
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | tls(cert=%s, "
+	    "key=%s)", port, tpath("a.pem"), tpath("a.key"));
+	pid = tool_bg(NULL, tpath("res.txt"), "listen", "--workers", "2", stack,
+	    "--echo", NULL);
+	wait_listening(port);
+	snprintf(cmd, sizeof(cmd), "sleep 0.5 | openssl s_client -connect "
+	    "127.0.0.1:%d -sess_out %s 2>/dev/null | grep -q \"^New, TLS\" && "
+	    "sleep 0.5 | openssl s_client -connect 127.0.0.1:%d -sess_in %s "
+	    "2>/dev/null | grep -q \"^Reused, TLS\"", port, tpath("sess.pem"),
+	    port, tpath("sess.pem"));
+	ck_assert_int_eq(sh(cmd), 0);
+	ck_assert_int_eq(stop_status(pid), 0);
+	ck_assert(wait_text(tpath("res.txt"), "w1 accepted", 0));
+	ck_assert(wait_text(tpath("res.txt"), "w2 accepted", 0));
+}
+END_TEST
+
 /* ---- SIGHUP: certificates and keys again ---- */
 
 struct tlsc {
@@ -1425,6 +1485,8 @@ main(void)
 	tcase_add_test(tc, tls_verification_failure_exit_code);
 	tcase_add_test(tc, workers_spread_connections);
 	tcase_add_test(tc, rate_total_across_workers);
+	tcase_add_test(tc, max_conns_across_workers);
+	tcase_add_test(tc, tls_sessions_resume_across_workers);
 	tcase_add_test(tc, sighup_reloads_certificates);
 	tcase_add_test(tc, connect_progress_line_on_a_terminal);
 	tcase_add_test(tc, relay_memory_stays_bounded_under_a_slow_reader);
