@@ -64,7 +64,7 @@ append(struct scan *c, const char *p, size_t n)
 
 	if (c->nomem)
 		return;
-	if (c->len + n + 1 > c->cap) {
+	if (!c->out || c->len + n + 1 > c->cap) {
 		size_t cap = (c->len + n + 1) * 2;
 		if (!(grown = realloc(c->out, cap))) {
 			c->nomem = 1;

@@ -1227,11 +1227,23 @@ struct echo {
 	struct bufferevent *bev;
 };
 
+/* Echo with back-pressure: a client that sends and never reads stops
+ * being read once RELAY_HIGH bytes wait for it, as a relay does. */
 static void
 echo_read(struct bufferevent *bev, void *arg)
 {
 	(void)arg;
 	bufferevent_write_buffer(bev, bufferevent_get_input(bev));
+	if (evbuffer_get_length(bufferevent_get_output(bev)) >= RELAY_HIGH)
+		bufferevent_disable(bev, EV_READ);
+}
+
+/* The output fell to RELAY_LOW: read again. */
+static void
+echo_write(struct bufferevent *bev, void *arg)
+{
+	(void)arg;
+	bufferevent_enable(bev, EV_READ);
 }
 
 static void
@@ -1287,7 +1299,8 @@ listen_echo(struct worker *w, struct bufferevent *top)
 	e->w = w;
 	e->bev = top;
 	conn_add(w, &e->conn, echo_kill);
-	bufferevent_setcb(top, echo_read, NULL, echo_event, e);
+	bufferevent_setcb(top, echo_read, echo_write, echo_event, e);
+	bufferevent_setwatermark(top, EV_WRITE, RELAY_LOW, 0);
 	if (o.idle_timeout.tv_sec || o.idle_timeout.tv_usec)
 		strata_set_timeouts(top, &o.idle_timeout, NULL);
 	apply_limits(top);
