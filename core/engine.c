@@ -710,8 +710,10 @@ maybe_shutdown(struct strata_engine *e)
 {
 	evutil_socket_t fd;
 
-	/* a handshaking layer still has to send its part */
+	/* a handshaking layer still has to send its part; a socket still
+	 * connecting would answer the shutdown with a reset */
 	if (!e->out_finished || e->shut_wr || e->failed || e->handshaking ||
+	    !e->connected ||
 	    evbuffer_get_length(e->t_out) ||
 	    output_held_below(e) ||
 	    evbuffer_get_length(e->top_out))
@@ -1164,6 +1166,14 @@ wrap_e(struct bufferevent *t, short what, void *arg)
 		e->connected = 1;
 		start_layers(e);
 		send_connected(e);
+		/* the output was finished while connecting: send the rest,
+		 * then shut down */
+		if (e->out_finished && !e->failed) {
+			if (run_output(e, transport_room(e), BEV_NORMAL, 1) < 0)
+				raise_error(e);
+			else
+				maybe_shutdown(e);
+		}
 	} else if (what & BEV_EVENT_EOF)
 		on_eof(e, what);
 	else if (what & BEV_EVENT_TIMEOUT)

@@ -122,7 +122,10 @@ typedef void (*strata_close_fn)(int delivered, void *arg);
  * the transport's output has drained, shut down its write side, wait for the
  * peer's EOF (so unread input cannot turn into a reset that destroys data in
  * flight), then free the stack. Gives up after @p linger (NULL: 30 seconds).
- * The top must not be used after this call. @p cb may be NULL.
+ * The top must not be used after this call, except from @p cb: it runs
+ * just before the stack is freed, so it may still read strata_stats(),
+ * strata_stats_format(), strata_last_error() and strata_peer_address() of
+ * @p top (and nothing else). @p cb may be NULL.
  * @return 0, or -1 if @p top is not a stack
  */
 STRATA_API int strata_close(struct bufferevent *top,
