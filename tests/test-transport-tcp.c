@@ -422,6 +422,44 @@ START_TEST(finish_while_connecting)
 }
 END_TEST
 
+/* One parsed stack, several connections; freeing it leaves the stacks
+ * built from it working. */
+START_TEST(prepared_stack_connects_many)
+{
+	struct event_base *base = event_base_new();
+	struct strata_error err;
+	struct strata_stack *st;
+	struct server s;
+	struct peer *c[3];
+	char stack[128];
+	int i;
+
+	srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
+	st = strata_stack_new(stack, &err);
+	ck_assert_msg(st != NULL, "%s", err.message);
+	for (i = 0; i < 3; i++) {
+		struct bufferevent *top = strata_stack_connect(st, base, NULL,
+		    BEV_OPT_CLOSE_ON_FREE, &err);
+		ck_assert_msg(top != NULL, "%s", err.message);
+		c[i] = peer_new(top, 0);
+	}
+	strata_stack_free(st);
+	for (i = 0; i < 3; i++) {
+		c[i]->want = 4;
+		bufferevent_write(c[i]->top, i == 1 ? "two\n" : "one\n", 4);
+		th_run_until(base, &c[i]->enough, 2000, "the echo");
+		ck_assert(got_equals(c[i], i == 1 ? "two\n" : "one\n"));
+		peer_destroy(c[i]);
+	}
+	ck_assert_ptr_null(strata_stack_new("tcp://127.0.0.1:1 | nope", &err));
+	ck_assert_msg(strstr(err.message, "nope"), "%s", err.message);
+	ck_assert_ptr_null(strata_stack_new("lines", &err));
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
 START_TEST(ipv4_frames)
 {
 	struct event_base *base = event_base_new();
@@ -1380,6 +1418,7 @@ main(void)
 	tc = tcase_create("loopback");
 	tcase_add_test(tc, ipv4_lines_and_connected);
 	tcase_add_test(tc, finish_while_connecting);
+	tcase_add_test(tc, prepared_stack_connects_many);
 	tcase_add_test(tc, ipv4_frames);
 	tcase_add_test(tc, ipv6_loopback);
 	tcase_add_test(tc, localhost_private_resolver);

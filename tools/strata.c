@@ -104,6 +104,8 @@ static struct {
 	struct strata_listener *l;
 	struct stackarg stack;	/* the listening stack */
 	struct stackarg target;	/* proxy: the stack to connect */
+	struct strata_stack *prepared; /* target, parsed once (prep_lock) */
+	pthread_mutex_t prep_lock;
 	int draining;		/* atomic */
 	unsigned long live;	/* atomic: all workers' connections */
 	struct worker *w;
@@ -113,7 +115,8 @@ static struct {
 	struct ev_token_bucket_cfg *rate;
 	struct ev_token_bucket_cfg *rate_total_cfg;
 	struct bufferevent_rate_limit_group *total;
-} srv = {.bev_opts = BEV_OPT_CLOSE_ON_FREE};
+} srv = {.bev_opts = BEV_OPT_CLOSE_ON_FREE,
+    .prep_lock = PTHREAD_MUTEX_INITIALIZER};
 
 static void progress_erase(void);
 
@@ -950,6 +953,54 @@ workers_end(void)
 	srv.nw = 0;
 }
 
+/*
+ * The target of a proxy (or listen --exec) is parsed once, with its files
+ * and TLS context, and shared by every connection (SIGHUP parses it
+ * again); without it each connection would parse the string and load its
+ * certificates anew.
+ */
+static int
+target_prepare(void)
+{
+	struct strata_error err;
+	struct strata_stack *st, *old;
+
+	if (!(st = strata_stack_new(srv.target.s, &err))) {
+		stackarg_fix_error(&srv.target, 0, &err);
+		logmsg(0, "%s: %s", srv.target.orig, err.message);
+		return -1;
+	}
+	pthread_mutex_lock(&srv.prep_lock);
+	old = srv.prepared;
+	srv.prepared = st;
+	pthread_mutex_unlock(&srv.prep_lock);
+	strata_stack_free(old);
+	return 0;
+}
+
+/* Connect the target from a worker; NULL (logged) on error. */
+static struct bufferevent *
+target_connect(struct worker *w)
+{
+	struct strata_stack *st;
+	struct strata_error err;
+	struct bufferevent *bev;
+
+	pthread_mutex_lock(&srv.prep_lock);
+	st = srv.prepared;
+	strata_stack_ref(st);
+	pthread_mutex_unlock(&srv.prep_lock);
+	if (!st)
+		return connect_stack(w->base, w->dns, &srv.target, 1);
+	bev = strata_stack_connect(st, w->base, w->dns, srv.bev_opts, &err);
+	strata_stack_free(st);
+	if (!bev) {
+		stackarg_fix_error(&srv.target, 0, &err);
+		logmsg(0, "cannot start %s: %s", srv.target.orig, err.message);
+	}
+	return bev;
+}
+
 /* ---- serving: admission, release, graceful stop, reload ---- */
 
 /* A connection may start unless --max-conns are live (then refused). */
@@ -1032,6 +1083,13 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 	(void)arg;
 	if (!srv.l)
 		return;
+	if (srv.prepared) {
+		if (target_prepare() == 0)
+			logmsg(1, "SIGHUP: reloaded %s", srv.target.orig);
+		else
+			logmsg(0, "SIGHUP: new connections keep the old files "
+				  "of %s", srv.target.orig);
+	}
 	if (strata_listener_reload(srv.l, &err) == 0) {
 		logmsg(1, "SIGHUP: reloaded %s", srv.stack.orig);
 		return;
@@ -1131,7 +1189,7 @@ proxy_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
 	if (!admit(w, top))
 		return;
 	strata_peer_address(top, peer, sizeof(peer), NULL, NULL);
-	if (!(t = connect_stack(w->base, w->dns, &srv.target, 1))) {
+	if (!(t = target_connect(w))) {
 		logmsg(0, "connection from %s closed", peer);
 		bufferevent_free(top);
 		release(w);
@@ -1161,6 +1219,10 @@ cmd_proxy(int argc, char **argv)
 		return EXIT_FAILURE_;
 	if (check_target(&srv.target) < 0)
 		return exit_code;
+	if (target_prepare() < 0) {
+		set_exit(EXIT_USAGE);
+		return exit_code;
+	}
 	return serve(proxy_accept);
 }
 
@@ -1325,7 +1387,7 @@ listen_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
 		return;
 	}
 	if (o.exec_cmd)
-		other = connect_stack(w->base, w->dns, &srv.target, 1);
+		other = target_connect(w);
 	else {
 		/* one connection, relayed to stdin/stdout */
 		other = stdio_stack();
@@ -1757,6 +1819,8 @@ main(int argc, char **argv)
 	free_limits();
 	stackarg_clear(&srv.stack);
 	stackarg_clear(&srv.target);
+	strata_stack_free(srv.prepared);
+	srv.prepared = NULL;
 	if (dns)
 		evdns_base_free(dns, 0);
 	event_base_free(base);
