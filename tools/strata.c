@@ -20,6 +20,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1026,7 +1027,8 @@ admit(struct worker *w, struct bufferevent *top)
 static void
 release(struct worker *w)
 {
-	__atomic_sub_fetch(&srv.live, 1, __ATOMIC_ACQ_REL);
+	if (!__atomic_sub_fetch(&srv.live, 1, __ATOMIC_ACQ_REL))
+		malloc_trim(0); /* idle: give the kept heap back (main) */
 	if (w->live)
 		w->live--;
 	if (w->draining && !w->live)
@@ -1670,16 +1672,17 @@ parse_options(int argc, char **argv)
 
 /* epoll watches sockets, pipes and terminals only: with stdio redirected
  * from or to a file or /dev/null, use a backend that can (poll reports
- * those always ready). */
+ * those always ready). Only for the commands that relay stdio: a proxy
+ * started with stdin on /dev/null (any daemon) keeps epoll. */
 static struct event_base *
-new_base(void)
+new_base(int stdio)
 {
 	struct event_config *cfg = event_config_new();
 	struct event_base *b;
 	struct stat st;
 	int i, regular = 0;
 
-	for (i = 0; i < 2; i++)
+	for (i = 0; stdio && i < 2; i++)
 		if (fstat(i, &st) == 0 && !S_ISSOCK(st.st_mode) &&
 		    !S_ISFIFO(st.st_mode) && !isatty(i))
 			regular = 1;
@@ -1803,7 +1806,19 @@ main(int argc, char **argv)
 		fprintf(stderr, "strata: libevent has no thread support\n");
 		return EXIT_FAILURE_;
 	}
-	base = new_base();
+	/*
+	 * A relay allocates and frees 256 KiB read chains and OpenSSL's
+	 * 16 KiB record buffers all the time. With glibc's default (dynamic)
+	 * thresholds the free top of the heap keeps going back to the kernel
+	 * (brk) and coming back as fresh zeroed pages: 120,000 to 150,000
+	 * page faults and up to 5,300 brk calls per GiB relayed. Fixed
+	 * thresholds keep up to 64 MiB of freed heap for reuse; release()
+	 * gives it back when the last connection ends.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 4 << 20);
+	mallopt(M_TRIM_THRESHOLD, 64 << 20);
+	base = new_base(!strcmp(cmds[i].name, "connect") ||
+	    (!strcmp(cmds[i].name, "listen") && !o.echo && !o.exec_cmd));
 	if (!base) {
 		fprintf(stderr, "strata: cannot create an event base\n");
 		return EXIT_FAILURE_;
