@@ -323,6 +323,8 @@ engine_fail(struct strata_engine *e, short dir, enum strata_error_code code,
 	e->failed = 1;
 	e->fail_dir = dir;
 	e->error = strata_strdup_(msg);
+	if (e->error) /* a peer's certificate names end up in here */
+		strata_text_clean_(e->error);
 	e->err_detail = strata_calloc_(1, sizeof(*e->err_detail));
 	if (e->err_detail) {
 		e->err_detail->code = code;
@@ -333,6 +335,7 @@ engine_fail(struct strata_engine *e, short dir, enum strata_error_code code,
 			n = sizeof(e->err_detail->message) - 1;
 		memcpy(e->err_detail->message, msg, n);
 		e->err_detail->message[n] = 0;
+		strata_text_clean_(e->err_detail->message);
 	}
 	bufferevent_disable(e->transport, EV_READ);
 	if (!e->depth)
