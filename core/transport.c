@@ -539,8 +539,10 @@ strata_listen(struct event_base *base, const char *stack, int options,
 	if (options & BEV_OPT_THREADSAFE)
 		lopts |= LEV_OPT_THREADSAFE;
 	l->resume = evtimer_new(base, listener_resume, l);
+	/* backlog 0: the transport already listens with its backlog option;
+	 * -1 would make libevent call listen(fd, 128) again over it */
 	l->lev = l->resume ? evconnlistener_new(base, listener_accept, l,
-	    lopts, -1, l->fd) : NULL;
+	    lopts, 0, l->fd) : NULL;
 	if (!l->lev) {
 		strata_error_set(err, STRATA_ERR_NOMEM,
 		    "%s: cannot create the listener", l->t->name);
