@@ -148,6 +148,21 @@ fz_data_dir(void)
 	return d && *d ? d : FUZZ_DATA_DIR;
 }
 
+void
+fz_tls_filters(int server, char *buf, size_t len)
+{
+	const char *d = fz_data_dir();
+
+	if (server)
+		snprintf(buf, len, "tls(cert=%s/server.pem, key=%s/server.key, "
+		    "verify=optional, ca=%s/ca.pem, alpn=h2;http/1.1)", d, d,
+		    d);
+	else
+		snprintf(buf, len, "tls(ca=%s/ca.pem, name=localhost, "
+		    "cert=%s/client.pem, key=%s/client.key, resume=no, "
+		    "alpn=h2;http/1.1)", d, d, d);
+}
+
 /* ---- the "pass" filter: moves bytes unchanged, chunk=N at a time ---- */
 
 struct pass_cfg {
@@ -334,12 +349,20 @@ wait_timer(struct event_base *base)
 	evutil_timeradd(&now, &limit, &limit);
 	if (!evutil_timercmp(&best, &limit, <))
 		return 0;
-	if (evutil_timercmp(&best, &now, >)) {
-		evutil_timersub(&best, &now, &d);
+	if (!evutil_timercmp(&best, &now, >))
+		return 1;
+	evutil_timersub(&best, &now, &d);
+	if (d.tv_sec || d.tv_usec > 200) {
 		ts.tv_sec = d.tv_sec;
 		ts.tv_nsec = (long)d.tv_usec * 1000 + 1000;
 		nanosleep(&ts, NULL);
+		return 1;
 	}
+	/* a strata hook, 1 us away: a sleep would take the kernel's timer
+	 * slack (50 us), so wait on the clock */
+	do
+		gettimeofday(&now, NULL);
+	while (!evutil_timercmp(&now, &best, >));
 	return 1;
 }
 
@@ -376,6 +399,21 @@ fz_pump(struct event_base *base, int max_rounds, uint64_t (*sig)(void *),
 
 /* ---- a stack over a pair ---- */
 
+uint64_t
+fz_stack_progress(struct bufferevent *top)
+{
+	struct strata_layer_stats st[40];
+	uint64_t v = 0;
+	int n, i;
+
+	if (!top || (n = strata_stats(top, st, 40)) < 0)
+		return 0;
+	for (i = 0; i < n && i < 40; i++)
+		v += st[i].read_in + st[i].read_out * 3 + st[i].write_in * 5 +
+		    st[i].write_out * 7;
+	return v;
+}
+
 static uint64_t
 stack_sig(void *arg)
 {
@@ -384,7 +422,8 @@ stack_sig(void *arg)
 
 	v += evbuffer_get_length(s->got) + evbuffer_get_length(s->wire) * 7;
 	if (s->top)
-		v += evbuffer_get_length(bufferevent_get_input(s->top)) * 13 +
+		v += fz_stack_progress(s->top) * 29 +
+		    evbuffer_get_length(bufferevent_get_input(s->top)) * 13 +
 		    evbuffer_get_length(bufferevent_get_output(s->top)) * 17;
 	if (s->pair[0])
 		v += evbuffer_get_length(bufferevent_get_input(s->pair[0])) *
@@ -417,8 +456,10 @@ top_event(struct bufferevent *bev, short what, void *arg)
 	struct fz_stack *s = arg;
 
 	s->events++;
-	if (what & BEV_EVENT_CONNECTED)
-		s->connected = 1;
+	if (what & BEV_EVENT_CONNECTED) {
+		s->connected++;
+		s->connected_late |= s->error;
+	}
 	if (what & BEV_EVENT_EOF)
 		s->eof = 1;
 	if (what & BEV_EVENT_ERROR) {

@@ -79,6 +79,10 @@ void fz_rand_reset(void);
 /* An event base with precise timers (see fz_pump). */
 struct event_base *fz_base_new(void);
 
+/* A number that changes whenever any layer of the stack @p top (the
+ * transport included) moves a byte: the progress fz_pump watches. */
+uint64_t fz_stack_progress(struct bufferevent *top);
+
 /* One round of @p base's loop: what is active runs, then it returns. */
 void fz_loop_once(struct event_base *base);
 
@@ -105,7 +109,9 @@ struct fz_stack {
 	struct evbuffer *wire;	  /* bytes the stack sent to the peer */
 	uint64_t events;	  /* callbacks seen (for fz_pump) */
 	int read_all;		  /* move all input to `got` on read */
-	int connected, eof, error;
+	int connected;		  /* BEV_EVENT_CONNECTED events seen */
+	int connected_late;	  /* one came after an error */
+	int eof, error;
 	char errmsg[STRATA_ERROR_MAX];
 	/* called on each read callback before input is taken */
 	void (*on_read)(struct fz_stack *s, void *arg);
@@ -142,5 +148,15 @@ char *fz_strndup(const uint8_t *p, size_t n);
 
 /* Directory of the committed test certificates (fuzz/data). */
 const char *fz_data_dir(void);
+
+/*
+ * The filter list of the TLS targets, also used by gen-tls-seeds to record
+ * a real peer's flight against the very same stack: the server has the
+ * test certificate and asks for an optional client certificate; the client
+ * checks the server's (for localhost, from the test CA), offers its own,
+ * and does not resume (a session cached by one input would change the
+ * next). Both offer ALPN.
+ */
+void fz_tls_filters(int server, char *buf, size_t len);
 
 #endif /* STRATA_FUZZ_H */
