@@ -33,6 +33,17 @@ fz_fail(const char *file, int line, const char *cond, const char *fmt, ...)
 	abort();
 }
 
+void
+fz_check_text(const char *what, const char *msg)
+{
+	const char *c;
+
+	for (c = msg; *c; c++)
+		FZ_CHECK((unsigned char)*c >= 0x20 && *c != 0x7f,
+		    "%s: control character 0x%02x in the message '%s'", what,
+		    (unsigned char)*c, msg);
+}
+
 int
 fz_verbose(void)
 {
@@ -467,6 +478,7 @@ top_event(struct bufferevent *bev, short what, void *arg)
 		s->error = 1;
 		snprintf(s->errmsg, sizeof(s->errmsg), "%s",
 		    m ? m : "(no message)");
+		fz_check_text("strata_last_error", s->errmsg);
 	}
 }
 

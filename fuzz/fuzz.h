@@ -37,6 +37,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 void fz_fail(const char *file, int line, const char *cond, const char *fmt,
     ...) __attribute__((format(printf, 4, 5), noreturn));
 
+/* Messages go to terminals and logs: no control characters in them,
+ * whatever the input (a stack string, a peer's certificate). */
+void fz_check_text(const char *what, const char *msg);
+
 /* Nonzero when FUZZ_VERBOSE is set in the environment: targets then say
  * what happened to an input (for looking at seeds and crashes). */
 int fz_verbose(void);

@@ -363,6 +363,7 @@ on_event(struct bufferevent *bev, short what, void *arg)
 		r->error = 1;
 		snprintf(r->errmsg, sizeof(r->errmsg), "%s",
 		    msg ? msg : "(none)");
+		fz_check_text(r->m->filters, r->errmsg);
 		fz_log("end %d: error: %s", r->idx, r->errmsg);
 	}
 }

@@ -8,8 +8,9 @@
  * onto a bufferevent pair (layers created, started, freed); bit 2: in the
  * server role.
  *
- * Checks: a failure fills the error (code, a message, a position inside
- * the string); a success gives a spec with what was asked for.
+ * Checks: a failure fills the error (code, a message without control
+ * characters, a position inside the string); a success gives a spec with
+ * what was asked for.
  *
  * Strings naming files to write (keylog=) or special files (/dev, /proc,
  * /sys) are skipped: the parser is what is fuzzed, not the file system.
@@ -43,6 +44,7 @@ check_error(const char *s, const struct strata_error *err)
 	FZ_CHECK(err->message[0] != 0, "failure without a message: '%s'", s);
 	FZ_CHECK(memchr(err->message, 0, sizeof(err->message)) != NULL,
 	    "message not terminated");
+	fz_check_text(s, err->message);
 	FZ_CHECK(err->position <= strlen(s),
 	    "error position %zu past the end (%zu) of '%s': %s",
 	    err->position, strlen(s), s, err->message);
