@@ -1,7 +1,7 @@
 /*
  * Shared pieces of the fuzz targets (see fuzz.h).
  */
-#define OPENSSL_SUPPRESS_DEPRECATED /* RAND_METHOD: the one hook that
+#define OPENSSL_SUPPRESS_DEPRECATED /* RAND_METHOD: the one hook that          \
 				       makes every OpenSSL draw ours */
 #include <signal.h>
 #include <stdarg.h>
@@ -148,7 +148,7 @@ int
 fz_equal(struct evbuffer *a, struct evbuffer *b)
 {
 	return evbuffer_get_length(a) == evbuffer_get_length(b) &&
-	    fz_starts_with(a, b);
+	       fz_starts_with(a, b);
 }
 
 const char *
@@ -165,13 +165,16 @@ fz_tls_filters(int server, char *buf, size_t len)
 	const char *d = fz_data_dir();
 
 	if (server)
-		snprintf(buf, len, "tls(cert=%s/server.pem, key=%s/server.key, "
-		    "verify=optional, ca=%s/ca.pem, alpn=h2;http/1.1)", d, d,
-		    d);
+		snprintf(buf, len,
+		    "tls(cert=%s/server.pem, key=%s/server.key, "
+		    "verify=optional, ca=%s/ca.pem, alpn=h2;http/1.1)",
+		    d, d, d);
 	else
-		snprintf(buf, len, "tls(ca=%s/ca.pem, name=localhost, "
+		snprintf(buf, len,
+		    "tls(ca=%s/ca.pem, name=localhost, "
 		    "cert=%s/client.pem, key=%s/client.key, resume=no, "
-		    "alpn=h2;http/1.1)", d, d, d);
+		    "alpn=h2;http/1.1)",
+		    d, d, d);
 }
 
 /* ---- the "pass" filter: moves bytes unchanged, chunk=N at a time ---- */
@@ -181,8 +184,8 @@ struct pass_cfg {
 };
 
 static const struct strata_option_doc pass_options[] = {
-	{"chunk", "0", "move at most this many bytes per call (0: all)"},
-	{NULL, NULL, NULL},
+    {"chunk", "0", "move at most this many bytes per call (0: all)"},
+    {NULL, NULL, NULL},
 };
 
 static int
@@ -198,8 +201,8 @@ pass_config(void **cfgp, const struct strata_option *o, size_t n,
 		return -1;
 	}
 	for (i = 0; i < n; i++) {
-		if (strata_opt_uint("pass", &o[i], 0, 1u << 20, 1, &v,
-			err) < 0) {
+		if (strata_opt_uint("pass", &o[i], 0, 1u << 20, 1, &v, err) <
+		    0) {
 			free(c);
 			return -1;
 		}
@@ -210,8 +213,8 @@ pass_config(void **cfgp, const struct strata_option *o, size_t n,
 }
 
 static void *
-pass_create(const void *cfg, struct strata_layer *layer,
-    struct strata_error *err)
+pass_create(
+    const void *cfg, struct strata_layer *layer, struct strata_error *err)
 {
 	static const struct pass_cfg dflt = {0};
 
@@ -239,14 +242,14 @@ pass_fn(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
 }
 
 static const struct strata_filter_type pass_type = {
-	.name = "pass",
-	.summary = "fuzz: pass-through, chunk=N bytes per call",
-	.options = pass_options,
-	.config = pass_config,
-	.config_free = free,
-	.create = pass_create,
-	.input = pass_fn,
-	.output = pass_fn,
+    .name = "pass",
+    .summary = "fuzz: pass-through, chunk=N bytes per call",
+    .options = pass_options,
+    .config = pass_config,
+    .config_free = free,
+    .create = pass_create,
+    .input = pass_fn,
+    .output = pass_fn,
 };
 
 static void
@@ -295,7 +298,12 @@ fz_rand_status(void)
 }
 
 static const RAND_METHOD fz_rand_method = {
-	NULL, fz_rand_bytes, NULL, NULL, fz_rand_bytes, fz_rand_status,
+    NULL,
+    fz_rand_bytes,
+    NULL,
+    NULL,
+    fz_rand_bytes,
+    fz_rand_status,
 };
 
 void
@@ -388,8 +396,8 @@ fz_loop_once(struct event_base *base)
 }
 
 void
-fz_pump(struct event_base *base, int max_rounds, uint64_t (*sig)(void *),
-    void *arg)
+fz_pump(
+    struct event_base *base, int max_rounds, uint64_t (*sig)(void *), void *arg)
 {
 	uint64_t last = sig ? sig(arg) : 0, now;
 	int quiet = 0, i;
@@ -421,7 +429,7 @@ fz_stack_progress(struct bufferevent *top)
 		return 0;
 	for (i = 0; i < n && i < 40; i++)
 		v += st[i].read_in + st[i].read_out * 3 + st[i].write_in * 5 +
-		    st[i].write_out * 7;
+		     st[i].write_out * 7;
 	return v;
 }
 
@@ -434,12 +442,13 @@ stack_sig(void *arg)
 	v += evbuffer_get_length(s->got) + evbuffer_get_length(s->wire) * 7;
 	if (s->top)
 		v += fz_stack_progress(s->top) * 29 +
-		    evbuffer_get_length(bufferevent_get_input(s->top)) * 13 +
-		    evbuffer_get_length(bufferevent_get_output(s->top)) * 17;
+		     evbuffer_get_length(bufferevent_get_input(s->top)) * 13 +
+		     evbuffer_get_length(bufferevent_get_output(s->top)) * 17;
 	if (s->pair[0])
 		v += evbuffer_get_length(bufferevent_get_input(s->pair[0])) *
-		    19 + evbuffer_get_length(
-			bufferevent_get_output(s->pair[0])) * 23;
+			 19 +
+		     evbuffer_get_length(bufferevent_get_output(s->pair[0])) *
+			 23;
 	return v;
 }
 
@@ -476,8 +485,8 @@ top_event(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_ERROR) {
 		const char *m = strata_last_error(bev);
 		s->error = 1;
-		snprintf(s->errmsg, sizeof(s->errmsg), "%s",
-		    m ? m : "(no message)");
+		snprintf(
+		    s->errmsg, sizeof(s->errmsg), "%s", m ? m : "(no message)");
 		fz_check_text("strata_last_error", s->errmsg);
 	}
 }
@@ -506,10 +515,11 @@ fz_stack_open(struct fz_stack *s, const char *filters, int options)
 	s->got = evbuffer_new();
 	s->wire = evbuffer_new();
 	FZ_CHECK(s->base && s->got && s->wire, "out of memory");
-	FZ_CHECK(bufferevent_pair_new(s->base, BEV_OPT_CLOSE_ON_FREE,
-		     s->pair) == 0, "bufferevent_pair_new failed");
-	s->top = strata_push(s->pair[1], filters,
-	    options | BEV_OPT_CLOSE_ON_FREE, &err);
+	FZ_CHECK(
+	    bufferevent_pair_new(s->base, BEV_OPT_CLOSE_ON_FREE, s->pair) == 0,
+	    "bufferevent_pair_new failed");
+	s->top = strata_push(
+	    s->pair[1], filters, options | BEV_OPT_CLOSE_ON_FREE, &err);
 	if (!s->top) {
 		snprintf(s->errmsg, sizeof(s->errmsg), "%s", err.message);
 		bufferevent_free(s->pair[1]);

@@ -28,14 +28,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 /* A check that holds in every build, fuzzing or not: prints what failed
  * and aborts, which libFuzzer and the replay test both report. */
-#define FZ_CHECK(cond, ...)                                                  \
-	do {                                                                 \
-		if (!(cond))                                                 \
-			fz_fail(__FILE__, __LINE__, #cond, __VA_ARGS__);     \
+#define FZ_CHECK(cond, ...)                                                    \
+	do {                                                                   \
+		if (!(cond))                                                   \
+			fz_fail(__FILE__, __LINE__, #cond, __VA_ARGS__);       \
 	} while (0)
 
-void fz_fail(const char *file, int line, const char *cond, const char *fmt,
-    ...) __attribute__((format(printf, 4, 5), noreturn));
+void fz_fail(const char *file, int line, const char *cond, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5), noreturn));
 
 /* Messages go to terminals and logs: no control characters in them,
  * whatever the input (a stack string, a peer's certificate). */
@@ -94,8 +94,8 @@ void fz_loop_once(struct event_base *base);
  * not changed for a few rounds and no timer is due within 5 ms (strata
  * re-runs parked data from 1 us timers; a handshake timeout is not
  * waited for), at most @p max_rounds rounds. */
-void fz_pump(struct event_base *base, int max_rounds,
-    uint64_t (*sig)(void *), void *arg);
+void fz_pump(struct event_base *base, int max_rounds, uint64_t (*sig)(void *),
+    void *arg);
 
 /* ---- a stack over a bufferevent pair ---- */
 
@@ -109,12 +109,12 @@ struct fz_stack {
 	struct event_base *base;
 	struct bufferevent *pair[2];
 	struct bufferevent *top;
-	struct evbuffer *got;	  /* bytes read from the top */
-	struct evbuffer *wire;	  /* bytes the stack sent to the peer */
-	uint64_t events;	  /* callbacks seen (for fz_pump) */
-	int read_all;		  /* move all input to `got` on read */
-	int connected;		  /* BEV_EVENT_CONNECTED events seen */
-	int connected_late;	  /* one came after an error */
+	struct evbuffer *got;  /* bytes read from the top */
+	struct evbuffer *wire; /* bytes the stack sent to the peer */
+	uint64_t events;       /* callbacks seen (for fz_pump) */
+	int read_all;	       /* move all input to `got` on read */
+	int connected;	       /* BEV_EVENT_CONNECTED events seen */
+	int connected_late;    /* one came after an error */
 	int eof, error;
 	char errmsg[STRATA_ERROR_MAX];
 	/* called on each read callback before input is taken */

@@ -27,26 +27,29 @@
 
 struct scenario {
 	const char *name;
-	int target_server;	/* the target is the server (peer: client) */
-	const char *peer;	/* the peer's extra tls options */
+	int target_server; /* the target is the server (peer: client) */
+	const char *peer;  /* the peer's extra tls options */
 };
 
 static const struct scenario scenarios[] = {
-	/* peers of the server target: clients */
-	{"tls13-client-cert", 1, "cert=%s/client.pem, key=%s/client.key, "
-	    "alpn=h2"},
-	{"tls13-no-cert", 1, "alpn=http/1.1"},
-	{"tls12-client-cert", 1, "max=1.2, cert=%s/client.pem, "
-	    "key=%s/client.key"},
-	{"tls12-chacha", 1, "max=1.2, ciphers=ECDHE-ECDSA-CHACHA20-POLY1305"},
-	{"tls13-chacha-p256", 1, "ciphersuites=TLS_CHACHA20_POLY1305_SHA256, "
-	    "groups=P-256"},
-	/* peers of the client target: servers */
-	{"tls13", 0, "alpn=h2;http/1.1"},
-	{"tls13-cert-request", 0, "verify=optional, ca=%s/ca.pem"},
-	{"tls13-hello-retry", 0, "groups=P-256"},
-	{"tls12", 0, "max=1.2"},
-	{"tls12-cert-request", 0, "max=1.2, verify=required, ca=%s/ca.pem"},
+    /* peers of the server target: clients */
+    {"tls13-client-cert", 1,
+	"cert=%s/client.pem, key=%s/client.key, "
+	"alpn=h2"},
+    {"tls13-no-cert", 1, "alpn=http/1.1"},
+    {"tls12-client-cert", 1,
+	"max=1.2, cert=%s/client.pem, "
+	"key=%s/client.key"},
+    {"tls12-chacha", 1, "max=1.2, ciphers=ECDHE-ECDSA-CHACHA20-POLY1305"},
+    {"tls13-chacha-p256", 1,
+	"ciphersuites=TLS_CHACHA20_POLY1305_SHA256, "
+	"groups=P-256"},
+    /* peers of the client target: servers */
+    {"tls13", 0, "alpn=h2;http/1.1"},
+    {"tls13-cert-request", 0, "verify=optional, ca=%s/ca.pem"},
+    {"tls13-hello-retry", 0, "groups=P-256"},
+    {"tls12", 0, "max=1.2"},
+    {"tls12-cert-request", 0, "max=1.2, verify=required, ca=%s/ca.pem"},
 };
 
 /* ---- the peer, in the child ---- */
@@ -94,14 +97,19 @@ run_peer(const struct scenario *sc, int fd)
 
 	snprintf(extra, sizeof(extra), sc->peer, d, d);
 	if (sc->target_server)
-		snprintf(filters, sizeof(filters), "tls(ca=%s/ca.pem, "
-		    "name=localhost, resume=no, %s)", d, extra);
+		snprintf(filters, sizeof(filters),
+		    "tls(ca=%s/ca.pem, "
+		    "name=localhost, resume=no, %s)",
+		    d, extra);
 	else
-		snprintf(filters, sizeof(filters), "tls(cert=%s/server.pem, "
-		    "key=%s/server.key, %s)", d, d, extra);
+		snprintf(filters, sizeof(filters),
+		    "tls(cert=%s/server.pem, "
+		    "key=%s/server.key, %s)",
+		    d, d, extra);
 	sock = bufferevent_socket_new(p.base, fd, BEV_OPT_CLOSE_ON_FREE);
-	top = strata_push(sock, filters, BEV_OPT_CLOSE_ON_FREE |
-	    (sc->target_server ? 0 : STRATA_OPT_SERVER), &err);
+	top = strata_push(sock, filters,
+	    BEV_OPT_CLOSE_ON_FREE | (sc->target_server ? 0 : STRATA_OPT_SERVER),
+	    &err);
 	if (!top) {
 		fprintf(stderr, "peer: %s: %s\n", filters, err.message);
 		return 1;
@@ -169,8 +177,8 @@ record(const struct scenario *sc, const char *dir)
 	fz_tls_filters(sc->target_server, filters, sizeof(filters));
 	/* exactly as the fuzz target: reset, then build */
 	fz_rand_reset();
-	if (fz_stack_open(&r.s, filters,
-		sc->target_server ? STRATA_OPT_SERVER : 0) < 0) {
+	if (fz_stack_open(
+		&r.s, filters, sc->target_server ? STRATA_OPT_SERVER : 0) < 0) {
 		fprintf(stderr, "%s: %s\n", filters, r.s.errmsg);
 		return -1;
 	}
@@ -190,13 +198,15 @@ record(const struct scenario *sc, const char *dir)
 	}
 	snprintf(path, sizeof(path), "%s/%s", dir, sc->name);
 	f = fopen(path, "wb");
-	if (!f || fwrite(evbuffer_pullup(r.rec, -1), 1,
-		      evbuffer_get_length(r.rec), f) !=
-		evbuffer_get_length(r.rec) || fclose(f) != 0) {
+	if (!f ||
+	    fwrite(evbuffer_pullup(r.rec, -1), 1, evbuffer_get_length(r.rec),
+		f) != evbuffer_get_length(r.rec) ||
+	    fclose(f) != 0) {
 		fprintf(stderr, "%s: %s\n", path, strerror(errno));
 		return -1;
 	}
-	printf("%s: %zu bytes from the peer; the target %s, got %zu bytes%s%s\n",
+	printf(
+	    "%s: %zu bytes from the peer; the target %s, got %zu bytes%s%s\n",
 	    path, evbuffer_get_length(r.rec),
 	    r.s.connected ? "connected" : "did not connect",
 	    evbuffer_get_length(r.s.got), r.s.error ? ", error: " : "",
@@ -215,8 +225,10 @@ main(int argc, char **argv)
 	int rc = 0;
 
 	if (argc != 3) {
-		fprintf(stderr, "usage: %s SERVER-CORPUS-DIR "
-				"CLIENT-CORPUS-DIR\n", argv[0]);
+		fprintf(stderr,
+		    "usage: %s SERVER-CORPUS-DIR "
+		    "CLIENT-CORPUS-DIR\n",
+		    argv[0]);
 		return 2;
 	}
 	fz_init();

@@ -129,8 +129,9 @@ main(int argc, char **argv)
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	printf("replayed %zu inputs (%zu bytes) in %.0f ms\n", total_files,
-	    total_bytes, (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
-	    (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+	    total_bytes,
+	    (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
+		(double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
 	if (!total_files) {
 		fprintf(stderr, "replay: no input found\n");
 		rc = 1;

@@ -37,7 +37,7 @@ static uint32_t
 be32(const uint8_t *p)
 {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	    (uint32_t)p[2] << 8 | p[3];
+	       (uint32_t)p[2] << 8 | p[3];
 }
 
 /*
@@ -58,8 +58,8 @@ ref_frames(const struct opts *o, const uint8_t *d, size_t len, int eof,
 			return 1;
 		if (have < plen) {
 			if (o->stream)
-				evbuffer_add(out, d + pos + FRAMES_HEADER,
-				    have);
+				evbuffer_add(
+				    out, d + pos + FRAMES_HEADER, have);
 			return eof;
 		}
 		evbuffer_add(out, o->stream ? d + pos + FRAMES_HEADER : d + pos,
@@ -140,8 +140,7 @@ direct_run(struct direct *x, enum bufferevent_flush_mode mode)
 
 /* Stream-mode output: frames of 1..max bytes whose payloads are @p in. */
 static void
-check_wrapped(const struct opts *o, struct evbuffer *wire,
-    struct evbuffer *in)
+check_wrapped(const struct opts *o, struct evbuffer *wire, struct evbuffer *in)
 {
 	size_t len = evbuffer_get_length(wire), pos = 0;
 	const uint8_t *w = evbuffer_pullup(wire, -1);
@@ -159,9 +158,10 @@ check_wrapped(const struct opts *o, struct evbuffer *wire,
 		evbuffer_add(payload, w + pos + FRAMES_HEADER, plen);
 		pos += FRAMES_HEADER + plen;
 	}
-	FZ_CHECK(fz_equal(payload, in), "stream output carries %zu bytes of "
-	    "the %zu written", evbuffer_get_length(payload),
-	    evbuffer_get_length(in));
+	FZ_CHECK(fz_equal(payload, in),
+	    "stream output carries %zu bytes of "
+	    "the %zu written",
+	    evbuffer_get_length(payload), evbuffer_get_length(in));
 	evbuffer_free(payload);
 }
 
@@ -172,17 +172,15 @@ compare(const char *what, struct evbuffer *got, int failed,
 	fz_log("%s: got %zu bytes%s; reference %zu bytes%s", what,
 	    evbuffer_get_length(got), failed ? ", failed" : "",
 	    evbuffer_get_length(want), ref_err ? ", fails" : "");
-	FZ_CHECK(failed == ref_err, "%s: the filter %s, the reference %s",
-	    what, failed ? "failed" : "did not fail",
-	    ref_err ? "fails" : "does not");
+	FZ_CHECK(failed == ref_err, "%s: the filter %s, the reference %s", what,
+	    failed ? "failed" : "did not fail", ref_err ? "fails" : "does not");
 	FZ_CHECK(fz_equal(got, want), "%s: got %zu bytes, the reference %zu",
 	    what, evbuffer_get_length(got), evbuffer_get_length(want));
 }
 
 static void
 run_direct(const struct opts *o, const struct strata_option *opt, size_t n,
-    ev_ssize_t lim, size_t keep, unsigned feed, const uint8_t *d,
-    size_t len)
+    ev_ssize_t lim, size_t keep, unsigned feed, const uint8_t *d, size_t len)
 {
 	struct direct x;
 	struct strata_error err;
@@ -196,8 +194,8 @@ run_direct(const struct opts *o, const struct strata_option *opt, size_t n,
 	x.lim = lim;
 	x.keep = keep;
 	x.fn = o->output ? frames_filter.output : frames_filter.input;
-	FZ_CHECK(frames_filter.config(&x.cfg, opt, n, &err) == 0, "%s",
-	    err.message);
+	FZ_CHECK(
+	    frames_filter.config(&x.cfg, opt, n, &err) == 0, "%s", err.message);
 	x.ctx = frames_filter.create(x.cfg, NULL, &err);
 	FZ_CHECK(x.ctx != NULL, "%s", err.message);
 	x.src = evbuffer_new();
@@ -250,7 +248,7 @@ check_whole_frames(struct fz_stack *s, void *arg)
 	p = evbuffer_pullup(in, -1);
 	while (pos < len) {
 		FZ_CHECK(len - pos >= FRAMES_HEADER &&
-			len - pos - FRAMES_HEADER >= be32(p + pos),
+			     len - pos - FRAMES_HEADER >= be32(p + pos),
 		    "the top's input (%zu bytes) ends inside a frame", len);
 		pos += FRAMES_HEADER + be32(p + pos);
 	}
@@ -267,8 +265,8 @@ run_stack(const struct opts *o, unsigned feed, const uint8_t *d, size_t len)
 
 	snprintf(filters, sizeof(filters), "frames(max-frame=%u, mode=%s)",
 	    o->max, o->stream ? "stream" : "message");
-	FZ_CHECK(fz_stack_open(&s, filters, 0) == 0, "%s: %s", filters,
-	    s.errmsg);
+	FZ_CHECK(
+	    fz_stack_open(&s, filters, 0) == 0, "%s: %s", filters, s.errmsg);
 	if (!o->stream)
 		s.on_read = check_whole_frames;
 	while (off < len && !s.error) {
@@ -276,8 +274,7 @@ run_stack(const struct opts *o, unsigned feed, const uint8_t *d, size_t len)
 		fz_stack_feed(&s, d + off, k);
 		off += k;
 	}
-	compare("stack", s.got, s.error, want,
-	    ref_frames(o, d, len, 0, want));
+	compare("stack", s.got, s.error, want, ref_frames(o, d, len, 0, want));
 	evbuffer_drain(want, evbuffer_get_length(want));
 	fz_stack_peer_eof(&s);
 	compare("stack at EOF", s.got, s.error, want,
@@ -301,10 +298,10 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const uint32_t maxes[] = {1, 2, 4, 16, 100, 1000, 65536,
-	    1u << 20};
-	static const ev_ssize_t lims[] = {-1, 1, 2, 3, 4, 5, 7, 8, 64, 100,
-	    1000, 4096, 65536, -1, -1, -1};
+	static const uint32_t maxes[] = {
+	    1, 2, 4, 16, 100, 1000, 65536, 1u << 20};
+	static const ev_ssize_t lims[] = {
+	    -1, 1, 2, 3, 4, 5, 7, 8, 64, 100, 1000, 4096, 65536, -1, -1, -1};
 	static const size_t keeps[] = {0, 100, 5000, 0};
 	struct fz_in in = {data, size};
 	uint8_t b0 = fz_u8(&in), b1 = fz_u8(&in), feed = fz_u8(&in);
@@ -316,14 +313,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	snprintf(max, sizeof(max), "%u", o.max);
 	opt[0] = (struct strata_option){"max-frame", max, 0};
-	opt[1] = (struct strata_option){"mode",
-	    o.stream ? "stream" : "message", 0};
+	opt[1] =
+	    (struct strata_option){"mode", o.stream ? "stream" : "message", 0};
 	fz_log("frames(max-frame=%s, mode=%s) %s side, %zu bytes, dst_limit "
-	       "%zd, keep %zu, feed %u", max, opt[1].value,
-	    o.output ? "output" : "input", in.n, lims[b1 & 15],
-	    keeps[(b1 >> 4) & 3], feed);
-	run_direct(&o, opt, 2, lims[b1 & 15], keeps[(b1 >> 4) & 3], feed,
-	    in.p, in.n);
+	       "%zd, keep %zu, feed %u",
+	    max, opt[1].value, o.output ? "output" : "input", in.n,
+	    lims[b1 & 15], keeps[(b1 >> 4) & 3], feed);
+	run_direct(
+	    &o, opt, 2, lims[b1 & 15], keeps[(b1 >> 4) & 3], feed, in.p, in.n);
 	if ((b0 & 2) && !o.output)
 		run_stack(&o, feed, in.p, in.n);
 	return 0;

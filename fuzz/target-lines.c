@@ -114,8 +114,10 @@ check_whole_lines(struct fz_stack *s)
 		return;
 	evbuffer_ptr_set(in, &p, n - 1, EVBUFFER_PTR_SET);
 	evbuffer_copyout_from(in, &p, &last, 1);
-	FZ_CHECK(last == '\n', "the top's input (%zu bytes) ends inside a "
-	    "line", n);
+	FZ_CHECK(last == '\n',
+	    "the top's input (%zu bytes) ends inside a "
+	    "line",
+	    n);
 }
 
 static void
@@ -171,8 +173,10 @@ compare(struct run *r, const struct opts *o, const char *filters,
 	fz_log("%s: got %zu bytes%s%s (reference: %zu bytes%s)", when, got,
 	    r->s.error ? ", error: " : "", r->s.error ? r->s.errmsg : "", n,
 	    ref_err ? ", error" : "");
-	FZ_CHECK(r->s.error == ref_err, "%s, %s: the stack %s, the reference "
-	    "%s (%s)", filters, when, r->s.error ? "failed" : "did not fail",
+	FZ_CHECK(r->s.error == ref_err,
+	    "%s, %s: the stack %s, the reference "
+	    "%s (%s)",
+	    filters, when, r->s.error ? "failed" : "did not fail",
 	    ref_err ? "fails" : "does not", r->s.errmsg);
 	FZ_CHECK(fz_equal(r->s.got, want),
 	    "%s, %s: the reader got %zu bytes, the reference %zu", filters,
@@ -193,13 +197,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const size_t maxes[] = {1, 2, 3, 5, 8, 16, 100, 65536};
 	static const size_t highs[] = {0, 1, 2, 4096};
-	static const size_t drains[] = {1, 2, 7, 64, 1000, 4096, 65536,
-	    (size_t)-1};
+	static const size_t drains[] = {
+	    1, 2, 7, 64, 1000, 4096, 65536, (size_t)-1};
 	static const char *const eols[] = {"lf", "crlf", "any", "lf"};
 	struct fz_in in = {data, size};
 	uint8_t b0 = fz_u8(&in), b1 = fz_u8(&in), feed = fz_u8(&in);
-	struct opts o = {(b0 & 3) == 3 ? 0 : b0 & 3, !!(b0 & 4), !!(b0 & 8),
-	    maxes[b1 & 7]};
+	struct opts o = {
+	    (b0 & 3) == 3 ? 0 : b0 & 3, !!(b0 & 4), !!(b0 & 8), maxes[b1 & 7]};
 	struct fz_rng rng = {size};
 	struct run r;
 	struct evbuffer *want;
@@ -215,11 +219,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		r.read_mode = 0;
 	r.drain = drains[b1 >> 5];
 	snprintf(filters, sizeof(filters),
-	    "lines(eol=%s, max=%zu, overflow=%s, tail=%s)", eols[o.eol],
-	    o.max, o.truncate ? "truncate" : "error",
+	    "lines(eol=%s, max=%zu, overflow=%s, tail=%s)", eols[o.eol], o.max,
+	    o.truncate ? "truncate" : "error",
 	    o.tail_error ? "error" : "deliver");
-	if (fz_stack_open(&r.s, filters,
-		(b0 & 16) ? BEV_OPT_DEFER_CALLBACKS : 0) < 0)
+	if (fz_stack_open(
+		&r.s, filters, (b0 & 16) ? BEV_OPT_DEFER_CALLBACKS : 0) < 0)
 		FZ_CHECK(0, "%s: %s", filters, r.s.errmsg);
 	r.s.read_all = r.read_mode == 0;
 	r.s.on_read = on_read;

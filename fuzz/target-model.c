@@ -55,14 +55,14 @@ struct end {
 	struct model *m;
 	int idx;
 	struct bufferevent *top;
-	struct evbuffer *sent;	  /* all the application wrote */
-	struct evbuffer *exp;	  /* what the other end must read of it */
-	struct evbuffer *got;	  /* all the application read */
-	size_t checked;		  /* bytes of `got` already compared */
-	size_t line_len;	  /* bytes of the current line in `sent` */
-	int cr_pending;		  /* eol=any: a CR not yet in `exp` */
-	size_t eof_len;		  /* got + unread input when EOF came */
-	int auto_read;		  /* read everything in the read callback */
+	struct evbuffer *sent; /* all the application wrote */
+	struct evbuffer *exp;  /* what the other end must read of it */
+	struct evbuffer *got;  /* all the application read */
+	size_t checked;	       /* bytes of `got` already compared */
+	size_t line_len;       /* bytes of the current line in `sent` */
+	int cr_pending;	       /* eol=any: a CR not yet in `exp` */
+	size_t eof_len;	       /* got + unread input when EOF came */
+	int auto_read;	       /* read everything in the read callback */
 	int finished, freed, closing, closed, close_delivered;
 	int eof, error, connected;
 	char errmsg[STRATA_ERROR_MAX];
@@ -76,7 +76,7 @@ struct model {
 	int eol;
 	size_t line_max;
 	uint32_t frame_max;
-	int relaxed;		  /* an end was freed abruptly */
+	int relaxed; /* an end was freed abruptly */
 	size_t written, budget;
 	uint64_t events;
 	struct fz_rng rng;
@@ -108,8 +108,9 @@ add_layer(struct model *m, struct fz_in *in, size_t *n)
 	case 1:
 		*n += (size_t)snprintf(m->filters + *n, len - *n,
 		    "zlib(format=%s, level=%d, window=%d, memlevel=%d, "
-		    "strategy=%s, flush=%s) | ", formats[a & 3],
-		    (a >> 2) % 10, 9 + (b & 7) % 7, 1 + (b >> 3) % 9,
+		    "strategy=%s, flush=%s) | ",
+		    formats[a & 3], (a >> 2) % 10, 9 + (b & 7) % 7,
+		    1 + (b >> 3) % 9,
 		    strategies[(a >> 6) & 3 ? (a >> 6) & 7 : 0],
 		    flushes[(b >> 5) & 7]);
 		if (((b >> 5) & 7) == 2 || ((b >> 5) & 7) == 3)
@@ -259,8 +260,8 @@ check_prefix(struct model *m, struct end *r)
 	}
 	FZ_CHECK(same_range(r->got, w->exp, r->checked, upto),
 	    "%s: end %d read %zu bytes that are not what end %d wrote "
-	    "(differs within bytes %zu to %zu)", m->filters, r->idx, g,
-	    w->idx, r->checked, upto);
+	    "(differs within bytes %zu to %zu)",
+	    m->filters, r->idx, g, w->idx, r->checked, upto);
 	r->checked = upto;
 	if (g > x) {
 		struct evbuffer_ptr p;
@@ -268,7 +269,7 @@ check_prefix(struct model *m, struct end *r)
 		evbuffer_ptr_set(r->got, &p, g - 1, EVBUFFER_PTR_SET);
 		evbuffer_copyout_from(r->got, &p, &last, 1);
 		FZ_CHECK(g == x + 1 && last == '\n' && w->finished &&
-		    line_open(m, w),
+			     line_open(m, w),
 		    "%s: end %d read %zu bytes, end %d wrote %zu", m->filters,
 		    r->idx, g, w->idx, x);
 	}
@@ -278,7 +279,7 @@ static uint32_t
 be32(const uint8_t *p)
 {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	    (uint32_t)p[2] << 8 | p[3];
+	       (uint32_t)p[2] << 8 | p[3];
 }
 
 /* A lines top holds whole lines only, a frames top whole frames only. */
@@ -293,13 +294,15 @@ check_top_input(struct model *m, struct end *r)
 		return;
 	p = evbuffer_pullup(in, -1);
 	if (m->top == TOP_LINES) {
-		FZ_CHECK(p[len - 1] == '\n', "%s: end %d's input (%zu bytes) "
-		    "ends inside a line", m->filters, r->idx, len);
+		FZ_CHECK(p[len - 1] == '\n',
+		    "%s: end %d's input (%zu bytes) "
+		    "ends inside a line",
+		    m->filters, r->idx, len);
 		return;
 	}
 	while (pos < len) {
 		FZ_CHECK(len - pos >= FRAMES_HEADER &&
-			len - pos - FRAMES_HEADER >= be32(p + pos),
+			     len - pos - FRAMES_HEADER >= be32(p + pos),
 		    "%s: end %d's input (%zu bytes) ends inside a frame",
 		    m->filters, r->idx, len);
 		pos += FRAMES_HEADER + be32(p + pos);
@@ -356,13 +359,13 @@ on_event(struct bufferevent *bev, short what, void *arg)
 	if ((what & BEV_EVENT_EOF) && !r->eof) {
 		r->eof = 1;
 		r->eof_len = evbuffer_get_length(r->got) +
-		    evbuffer_get_length(bufferevent_get_input(bev));
+			     evbuffer_get_length(bufferevent_get_input(bev));
 	}
 	if ((what & BEV_EVENT_ERROR) && !r->error) {
 		const char *msg = strata_last_error(bev);
 		r->error = 1;
-		snprintf(r->errmsg, sizeof(r->errmsg), "%s",
-		    msg ? msg : "(none)");
+		snprintf(
+		    r->errmsg, sizeof(r->errmsg), "%s", msg ? msg : "(none)");
 		fz_check_text(r->m->filters, r->errmsg);
 		fz_log("end %d: error: %s", r->idx, r->errmsg);
 	}
@@ -389,10 +392,13 @@ model_sig(void *arg)
 		struct end *r = &m->e[i];
 		v += evbuffer_get_length(r->got) * (7u + (unsigned)i);
 		if (r->top && !r->closing)
-			v += fz_stack_progress(r->top) * 31 +
+			v +=
+			    fz_stack_progress(r->top) * 31 +
 			    evbuffer_get_length(bufferevent_get_input(r->top)) *
-			    13 + evbuffer_get_length(
-				bufferevent_get_output(r->top)) * 17;
+				13 +
+			    evbuffer_get_length(
+				bufferevent_get_output(r->top)) *
+				17;
 	}
 	return v;
 }
@@ -503,8 +509,8 @@ pair_eof(struct model *m, struct end *w)
 static void
 op_flush(struct model *m, struct end *w, uint8_t how)
 {
-	static const enum bufferevent_flush_mode modes[] = {BEV_NORMAL,
-	    BEV_FLUSH, BEV_FINISHED, BEV_FLUSH};
+	static const enum bufferevent_flush_mode modes[] = {
+	    BEV_NORMAL, BEV_FLUSH, BEV_FINISHED, BEV_FLUSH};
 	enum bufferevent_flush_mode mode = modes[how & 3];
 
 	if (!live(w) || w->finished)
@@ -590,8 +596,8 @@ run_op(struct model *m, struct fz_in *in)
 		break;
 	case 7:
 		if (live(r))
-			bufferevent_setwatermark(r->top, EV_READ, 0,
-			    highs[arg & 3]);
+			bufferevent_setwatermark(
+			    r->top, EV_READ, 0, highs[arg & 3]);
 		break;
 	case 8:
 		r->auto_read = arg & 1;
@@ -629,12 +635,13 @@ open_ends(struct model *m, int defer)
 		    "socketpair failed");
 		for (i = 0; i < 2; i++) {
 			evutil_make_socket_nonblocking(fds[i]);
-			t[i] = bufferevent_socket_new(m->base, fds[i],
-			    BEV_OPT_CLOSE_ON_FREE);
+			t[i] = bufferevent_socket_new(
+			    m->base, fds[i], BEV_OPT_CLOSE_ON_FREE);
 		}
 	} else
-		FZ_CHECK(bufferevent_pair_new(m->base, BEV_OPT_CLOSE_ON_FREE,
-			     t) == 0, "bufferevent_pair_new failed");
+		FZ_CHECK(bufferevent_pair_new(
+			     m->base, BEV_OPT_CLOSE_ON_FREE, t) == 0,
+		    "bufferevent_pair_new failed");
 	for (i = 0; i < 2; i++) {
 		struct end *r = &m->e[i];
 		r->m = m;
@@ -644,8 +651,10 @@ open_ends(struct model *m, int defer)
 		r->exp = evbuffer_new();
 		r->got = evbuffer_new();
 		FZ_CHECK(t[i] != NULL, "no transport");
-		r->top = strata_push(t[i], m->filters, BEV_OPT_CLOSE_ON_FREE |
-		    ((defer >> i) & 1 ? BEV_OPT_DEFER_CALLBACKS : 0), &err);
+		r->top = strata_push(t[i], m->filters,
+		    BEV_OPT_CLOSE_ON_FREE |
+			((defer >> i) & 1 ? BEV_OPT_DEFER_CALLBACKS : 0),
+		    &err);
 		FZ_CHECK(r->top != NULL, "%s: %s", m->filters, err.message);
 		bufferevent_setcb(r->top, on_read, NULL, on_event, r);
 		bufferevent_enable(r->top, EV_READ | EV_WRITE);
@@ -706,15 +715,18 @@ check_end(struct model *m, struct end *r)
 	check_prefix(m, r);
 	if (m->relaxed)
 		return;
-	FZ_CHECK(!r->error, "%s: end %d failed: %s", m->filters, r->idx,
-	    r->errmsg);
+	FZ_CHECK(
+	    !r->error, "%s: end %d failed: %s", m->filters, r->idx, r->errmsg);
 	want = evbuffer_get_length(w->exp) + (size_t)line_open(m, w);
-	FZ_CHECK(evbuffer_get_length(r->got) == want, "%s: end %d read %zu "
-	    "bytes, end %d wrote %zu", m->filters, r->idx,
-	    evbuffer_get_length(r->got), w->idx, want);
+	FZ_CHECK(evbuffer_get_length(r->got) == want,
+	    "%s: end %d read %zu "
+	    "bytes, end %d wrote %zu",
+	    m->filters, r->idx, evbuffer_get_length(r->got), w->idx, want);
 	FZ_CHECK(r->eof, "%s: end %d got no EOF", m->filters, r->idx);
-	FZ_CHECK(r->eof_len == want, "%s: end %d had %zu of %zu bytes when "
-	    "EOF came", m->filters, r->idx, r->eof_len, want);
+	FZ_CHECK(r->eof_len == want,
+	    "%s: end %d had %zu of %zu bytes when "
+	    "EOF came",
+	    m->filters, r->idx, r->eof_len, want);
 }
 
 int

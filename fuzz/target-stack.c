@@ -26,8 +26,8 @@
 static int
 skipped(const char *s)
 {
-	static const char *const bad[] = {"keylog", "/dev", "/proc", "/sys",
-	    NULL};
+	static const char *const bad[] = {
+	    "keylog", "/dev", "/proc", "/sys", NULL};
 	size_t i;
 
 	for (i = 0; bad[i]; i++)
@@ -39,15 +39,15 @@ skipped(const char *s)
 static void
 check_error(const char *s, const struct strata_error *err)
 {
-	FZ_CHECK(err->code != STRATA_OK, "failure without an error code: '%s'",
-	    s);
+	FZ_CHECK(
+	    err->code != STRATA_OK, "failure without an error code: '%s'", s);
 	FZ_CHECK(err->message[0] != 0, "failure without a message: '%s'", s);
 	FZ_CHECK(memchr(err->message, 0, sizeof(err->message)) != NULL,
 	    "message not terminated");
 	fz_check_text(s, err->message);
 	FZ_CHECK(err->position <= strlen(s),
-	    "error position %zu past the end (%zu) of '%s': %s",
-	    err->position, strlen(s), s, err->message);
+	    "error position %zu past the end (%zu) of '%s': %s", err->position,
+	    strlen(s), s, err->message);
 	fz_log("error: %s", err->message);
 }
 
@@ -115,8 +115,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	FZ_CHECK(err.code == STRATA_OK, "success with error code %d: %s",
 	    err.code, err.message);
-	FZ_CHECK(spec->refcnt == 1, "a new spec has %d references",
-	    spec->refcnt);
+	FZ_CHECK(
+	    spec->refcnt == 1, "a new spec has %d references", spec->refcnt);
 	if (want_transport) {
 		const struct strata_transport_type *t = NULL;
 		void *cfg = NULL;

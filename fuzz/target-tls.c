@@ -69,14 +69,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fz_init();
 	fz_tls_filters(FUZZ_TLS_SERVER, filters, sizeof(filters));
 	fz_rand_reset();
-	FZ_CHECK(fz_stack_open(&s, filters,
-		     FUZZ_TLS_SERVER ? STRATA_OPT_SERVER : 0) == 0,
+	FZ_CHECK(fz_stack_open(
+		     &s, filters, FUZZ_TLS_SERVER ? STRATA_OPT_SERVER : 0) == 0,
 	    "%s: %s", filters, s.errmsg);
 	bufferevent_write(s.top, "ping\n", 5);
 	while (off < size && !s.error) {
-		size_t n = ++feeds < MAX_FEEDS ? next_piece(data + off,
-						     size - off)
-					       : size - off;
+		size_t n = ++feeds < MAX_FEEDS
+			       ? next_piece(data + off, size - off)
+			       : size - off;
 		fz_stack_feed(&s, data + off, n);
 		off += n;
 	}
@@ -86,17 +86,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	fz_stack_peer_eof(&s);
 	fz_log("%zu bytes in %d pieces: %s, %zu bytes of plaintext, %zu "
-	       "bytes sent%s%s%s", size, feeds,
-	    s.connected ? "connected" : "not connected",
+	       "bytes sent%s%s%s",
+	    size, feeds, s.connected ? "connected" : "not connected",
 	    evbuffer_get_length(s.got), evbuffer_get_length(s.wire),
 	    s.eof ? ", EOF" : "", s.error ? ", error: " : "",
 	    s.error ? s.errmsg : "");
 	if (s.error)
 		FZ_CHECK(!strncmp(s.errmsg, "tls: ", 5) && s.errmsg[5],
 		    "error without the layer and a cause: '%s'", s.errmsg);
-	FZ_CHECK(s.connected <= 1 && !s.connected_late,
-	    "CONNECTED %d times%s", s.connected,
-	    s.connected_late ? ", after an error" : "");
+	FZ_CHECK(s.connected <= 1 && !s.connected_late, "CONNECTED %d times%s",
+	    s.connected, s.connected_late ? ", after an error" : "");
 	fz_stack_close(&s);
 	return 0;
 }

@@ -49,13 +49,14 @@ struct opts {
  * members one after another, as the filter promises to.
  */
 static enum ref_end
-ref_inflate(const struct opts *o, const uint8_t *d, size_t len,
-    struct evbuffer *out)
+ref_inflate(
+    const struct opts *o, const uint8_t *d, size_t len, struct evbuffer *out)
 {
 	static unsigned char buf[65536];
 	z_stream s;
-	int wbits = o->format == FMT_RAW ? -o->window
-	    : o->format == FMT_GZIP ? o->window + 16 : o->window;
+	int wbits = o->format == FMT_RAW    ? -o->window
+		    : o->format == FMT_GZIP ? o->window + 16
+					    : o->window;
 	enum ref_end end = REF_END;
 	int r;
 
@@ -146,8 +147,9 @@ compare(const struct opts *o, const char *what, struct evbuffer *got,
 
 	fz_log("%s%s: got %zu bytes%s; zlib: %zu bytes, %s", what,
 	    at_eof ? " at EOF" : "", g, failed ? ", failed" : "", w,
-	    end == REF_END ? "ends" : end == REF_TRUNCATED ? "truncated"
-							 : "corrupt");
+	    end == REF_END	   ? "ends"
+	    : end == REF_TRUNCATED ? "truncated"
+				   : "corrupt");
 	FZ_CHECK(fz_is_prefix(got, want),
 	    "%s: output (%zu bytes) is not a prefix of zlib's (%zu)", what, g,
 	    w);
@@ -155,43 +157,43 @@ compare(const struct opts *o, const char *what, struct evbuffer *got,
 		/* the bomb guard: stops at the cap (the ratio check, which
 		 * only starts at 1 MiB, stops earlier) */
 		if (failed)
-			FZ_CHECK(ratio || !at_eof || g == cap, "%s: stopped at "
-			    "%zu bytes, max-output %llu", what, g,
-			    (unsigned long long)cap);
+			FZ_CHECK(ratio || !at_eof || g == cap,
+			    "%s: stopped at "
+			    "%zu bytes, max-output %llu",
+			    what, g, (unsigned long long)cap);
 		else
-			FZ_CHECK(!at_eof, "%s: %zu bytes from a stream that "
-			    "inflates to more than max-output %llu", what, g,
-			    (unsigned long long)cap);
+			FZ_CHECK(!at_eof,
+			    "%s: %zu bytes from a stream that "
+			    "inflates to more than max-output %llu",
+			    what, g, (unsigned long long)cap);
 		return;
 	}
 	if (end == REF_CORRUPT) {
 		FZ_CHECK(failed || !at_eof, "%s: corrupt input accepted", what);
 		return;
 	}
-	FZ_CHECK(!failed || (at_eof && end == REF_TRUNCATED &&
-				!o->tail_allow),
+	FZ_CHECK(!failed || (at_eof && end == REF_TRUNCATED && !o->tail_allow),
 	    "%s: failed on a stream zlib %s", what,
 	    end == REF_END ? "decodes whole" : "finds only truncated");
-	FZ_CHECK(g == w, "%s: %zu of the %zu decodable bytes delivered%s",
-	    what, g, w, at_eof ? "" : " before the end");
+	FZ_CHECK(g == w, "%s: %zu of the %zu decodable bytes delivered%s", what,
+	    g, w, at_eof ? "" : " before the end");
 	if (at_eof && end == REF_TRUNCATED && !o->tail_allow)
 		FZ_CHECK(failed, "%s: a truncated stream ended cleanly", what);
 }
 
 static void
 run_direct(const struct opts *o, const char *opts_text,
-    const struct strata_option *opt, size_t nopt, ev_ssize_t lim,
-    unsigned feed, const uint8_t *d, size_t len, struct evbuffer *want,
-    enum ref_end end)
+    const struct strata_option *opt, size_t nopt, ev_ssize_t lim, unsigned feed,
+    const uint8_t *d, size_t len, struct evbuffer *want, enum ref_end end)
 {
-	struct direct x = {&strata_zlib_filter_, NULL, NULL, NULL, NULL, NULL,
-	    lim, 0, 0};
+	struct direct x = {
+	    &strata_zlib_filter_, NULL, NULL, NULL, NULL, NULL, lim, 0, 0};
 	struct strata_error err;
 	struct fz_rng rng = {len};
 	size_t off = 0;
 
-	FZ_CHECK(x.t->config(&x.cfg, opt, nopt, &err) == 0, "%s: %s",
-	    opts_text, err.message);
+	FZ_CHECK(x.t->config(&x.cfg, opt, nopt, &err) == 0, "%s: %s", opts_text,
+	    err.message);
 	x.ctx = x.t->create(x.cfg, NULL, &err);
 	FZ_CHECK(x.ctx != NULL, "%s", err.message);
 	x.src = evbuffer_new();
@@ -225,8 +227,8 @@ run_stack(const struct opts *o, const char *opts_text, unsigned feed,
 	size_t off = 0;
 
 	snprintf(filters, sizeof(filters), "zlib(%s)", opts_text);
-	FZ_CHECK(fz_stack_open(&s, filters, 0) == 0, "%s: %s", filters,
-	    s.errmsg);
+	FZ_CHECK(
+	    fz_stack_open(&s, filters, 0) == 0, "%s: %s", filters, s.errmsg);
 	while (off < len && !s.error) {
 		size_t n = len - off;
 		if (feed)
@@ -278,12 +280,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	o.max_ratio = caps == 2 ? 200 : 0;
 	snprintf(text[0], sizeof(text[0]), "%s", formats[o.format]);
 	snprintf(text[1], sizeof(text[1]), "%d", o.window);
-	snprintf(text[2], sizeof(text[2]), "%llu",
-	    (unsigned long long)o.max_output);
-	snprintf(text[3], sizeof(text[3]), "%llu",
-	    (unsigned long long)o.max_ratio);
-	snprintf(text[4], sizeof(text[4]), "%s",
-	    o.tail_allow ? "allow" : "error");
+	snprintf(
+	    text[2], sizeof(text[2]), "%llu", (unsigned long long)o.max_output);
+	snprintf(
+	    text[3], sizeof(text[3]), "%llu", (unsigned long long)o.max_ratio);
+	snprintf(
+	    text[4], sizeof(text[4]), "%s", o.tail_allow ? "allow" : "error");
 	opt[nopt++] = (struct strata_option){"format", text[0], 0};
 	opt[nopt++] = (struct strata_option){"window", text[1], 0};
 	opt[nopt++] = (struct strata_option){"max-output", text[2], 0};
