@@ -145,13 +145,15 @@ drain(struct run *r, size_t n)
 	evbuffer_remove_buffer(in, r->s.got, n);
 }
 
-/* The reader takes everything, for as long as more comes. */
+/* The reader takes everything, for as long as more comes (with a small
+ * watermark, a line per round: the rounds are bounded by the output, at
+ * most twice the input). */
 static void
 reader_takes_all(struct run *r)
 {
 	int i;
 
-	for (i = 0; i < 64; i++) {
+	for (i = 0; i < (1 << 20); i++) {
 		size_t before = evbuffer_get_length(r->s.got);
 		check_whole_lines(&r->s);
 		drain(r, (size_t)-1);

@@ -31,12 +31,14 @@
  * checks hold (truncation errors are then expected).
  *
  * Work is bounded: at most 300 operations and 256 KiB written per input
- * (16 KiB when a layer moves a few bytes per call).
+ * (16 KiB when a layer moves a few bytes per call, and less when the
+ * layers could make more than about 1 MiB of it on the wire).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "frames.h"
@@ -47,6 +49,10 @@
  * moves a few bytes per call (pass(chunk=1), frames of 1 byte). */
 #define MAX_WRITTEN (256u << 10)
 #define MAX_WRITTEN_SLOW (16u << 10)
+/* ... and so that the wire carries at most about this much: a sync
+ * flush per byte and 1-byte frames multiply the bytes (up to 400 times
+ * with both, twice). */
+#define MAX_WIRE (1u << 20)
 
 enum top_kind { TOP_NONE, TOP_LINES, TOP_FRAMES };
 enum { EOL_LF, EOL_CRLF, EOL_ANY };
@@ -78,6 +84,7 @@ struct model {
 	uint32_t frame_max;
 	int relaxed; /* an end was freed abruptly */
 	size_t written, budget;
+	unsigned expand; /* how many wire bytes a byte may become */
 	uint64_t events;
 	struct fz_rng rng;
 	char filters[512];
@@ -115,12 +122,15 @@ add_layer(struct model *m, struct fz_in *in, size_t *n)
 		    flushes[(b >> 5) & 7]);
 		if (((b >> 5) & 7) == 2 || ((b >> 5) & 7) == 3)
 			m->budget = MAX_WRITTEN_SLOW; /* a flush per byte */
+		/* a stored block and a sync marker per byte: 12 */
+		m->expand *= ((b >> 5) & 7) == 2 ? 12 : 2;
 		break;
 	default:
 		*n += (size_t)snprintf(m->filters + *n, len - *n,
 		    "frames(mode=stream, max-frame=%u) | ", fmax[a & 3]);
 		if (fmax[a & 3] < 100)
 			m->budget = MAX_WRITTEN_SLOW;
+		m->expand *= fmax[a & 3] == 1 ? 5 : 2;
 	}
 }
 
@@ -134,8 +144,11 @@ build_filters(struct model *m, struct fz_in *in)
 	size_t n = 0, layers = 1 + (h & 3), i;
 
 	m->budget = MAX_WRITTEN;
+	m->expand = 1;
 	for (i = 0; i < layers; i++)
 		add_layer(m, in, &n);
+	if (m->budget > MAX_WIRE / m->expand)
+		m->budget = MAX_WIRE / m->expand;
 	m->top = (enum top_kind)((h >> 2) % 3);
 	if (m->top == TOP_LINES) {
 		m->eol = (t & 3) % 3;
@@ -391,6 +404,8 @@ model_sig(void *arg)
 	for (i = 0; i < 2; i++) {
 		struct end *r = &m->e[i];
 		v += evbuffer_get_length(r->got) * (7u + (unsigned)i);
+		if (r->top && r->closing && !r->closed)
+			v += fz_stack_progress(r->top) * 37;
 		if (r->top && !r->closing)
 			v +=
 			    fz_stack_progress(r->top) * 31 +
@@ -679,16 +694,26 @@ finish_all(struct model *m)
 	pump(m);
 	for (i = 0; i < 2; i++)
 		op_flush(m, &m->e[i], 2);
-	for (round = 0; round < 50; round++) {
+	/* as long as anything moves (the volume is bounded: see budget) */
+	for (round = 0; round < 5000; round++) {
 		uint64_t before = model_sig(m);
+		int pending = (m->e[0].closing && !m->e[0].closed) ||
+		    (m->e[1].closing && !m->e[1].closed);
+		struct timespec linger = {0, 250 * 1000 * 1000};
+
 		for (i = 0; i < 2; i++)
 			if (live(&m->e[i]))
 				take(&m->e[i], (size_t)-1);
 		pump(m);
-		if (model_sig(m) == before &&
-		    (!m->e[0].closing || m->e[0].closed) &&
-		    (!m->e[1].closing || m->e[1].closed))
+		if (model_sig(m) != before)
+			continue;
+		if (!pending)
 			break;
+		/* stuck with a close pending: its linger (200 ms) ends it,
+		 * undelivered (check_end says so) */
+		nanosleep(&linger, NULL);
+		pump(m);
+		break;
 	}
 	for (i = 0; i < 2; i++)
 		FZ_CHECK(!m->e[i].closing || m->e[i].closed,
