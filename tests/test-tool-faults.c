@@ -235,7 +235,7 @@ START_TEST(proxy_target_killed_mid_stream)
 	ck_clean_exit(stop_tool(target), "the target");
 	st = stop_tool(proxy);
 	ck_clean_exit(st, "the proxy");
-	ck_assert_msg(file_has(log, "target failed"),
+	ck_assert_msg(file_has(log, "target connection failed"),
 	    "the proxy's log does "
 	    "not report the target's failure");
 }
@@ -254,7 +254,7 @@ START_TEST(out_of_fds_listeners_pause_and_recover)
 	    logpath(proxy_mode ? "emfile-proxy.log" : "emfile-echo.log");
 	pid_t pid, target = 0;
 	long cpu0, cpu1;
-	unsigned nofile = 16;
+	unsigned nofile = 16; /* one worker: each has its own loop's fds */
 
 	snprintf(lst, sizeof(lst), "tcp://127.0.0.1:%d", port);
 	if (proxy_mode) {
@@ -263,11 +263,11 @@ START_TEST(out_of_fds_listeners_pause_and_recover)
 		target = start_tool(
 		    NULL, 0, "listen", tst, "--echo", NULL, NULL, NULL);
 		fh_wait_listening(tp, 5000);
-		pid = start_tool(
-		    log, nofile, "proxy", lst, tst, NULL, NULL, NULL);
+		pid = start_tool(log, nofile, "proxy", "--workers", "1", lst,
+		    tst, NULL);
 	} else
-		pid = start_tool(
-		    log, nofile, "listen", lst, "--echo", NULL, NULL, NULL);
+		pid = start_tool(log, nofile, "listen", "--workers", "1", lst,
+		    "--echo", NULL);
 	fh_wait_listening(port, 5000);
 	ck_assert(echo_ok(port, 3000));
 	ck_assert_msg(fh_proc_fds(pid) < (int)nofile - 4,
