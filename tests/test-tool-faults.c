@@ -11,7 +11,9 @@
  * proposal's number (see test-faults.c); STRATA_FAULTS_PENDING=1 runs
  * them too:
  *  05 `strata listen --echo` echoes without back-pressure: a client that
- *     sends and never reads grows the server without bound.
+ *     sends and never reads grows the server without bound;
+ *  07 a TLS peer's close_notify ends nothing until its FIN: a client that
+ *     waits for our close_notify before closing (Python's unwrap()) hangs.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -565,6 +567,36 @@ START_TEST(never_reading_client_memory_bounded)
 }
 END_TEST
 
+/* ---- a TLS peer that closes in-band and waits (PENDING 07) ---- */
+
+START_TEST(close_notify_answered_before_fin)
+{
+	int port = fh_free_port(), st;
+	char lst[512], cmd[2048];
+	pid_t pid;
+
+	snprintf(
+	    lst, sizeof(lst), "tcp://127.0.0.1:%d | tls(cert=%s)", port, cert);
+	pid = start_tool(NULL, 0, "listen", lst, "--echo", NULL, NULL, NULL);
+	fh_wait_listening(port, 5000);
+	/* unwrap() sends close_notify, then waits for the server's */
+	snprintf(cmd, sizeof(cmd),
+	    "python3 -c 'import socket, ssl\n"
+	    "c = ssl.create_default_context(cafile=\"%s\")\n"
+	    "s = c.wrap_socket(socket.create_connection((\"127.0.0.1\", %d), "
+	    "timeout=3), server_hostname=\"localhost\")\n"
+	    "s.sendall(b\"ping\\n\")\n"
+	    "assert s.recv(5) == b\"ping\\n\"\n"
+	    "s.unwrap().close()'",
+	    cert, port);
+	st = system(cmd);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	    "the client's "
+	    "unwrap() got no close_notify within 3 s");
+	ck_clean_exit(stop_tool(pid), "the echo server");
+}
+END_TEST
+
 /* ---- connect-and-close cycles through a TLS proxy ---- */
 
 struct cycles {
@@ -784,6 +816,12 @@ main(void)
 	tcase_add_loop_test(
 	    tc, never_reading_client_memory_bounded, pending ? 0 : 1, 3);
 	suite_add_tcase(su, tc);
+
+	if (pending) {
+		tc = tcase_create("close-notify");
+		tcase_add_test(tc, close_notify_answered_before_fin);
+		suite_add_tcase(su, tc);
+	}
 
 	tc = tcase_create("cycles");
 	tcase_set_timeout(tc, 150);
