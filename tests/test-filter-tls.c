@@ -2045,6 +2045,9 @@ START_TEST(evhttp_with_curl)
 		    &p).pos, 0);
 	}
 	child_stop(&cl);
+	/* let the events curl's end queued run (a deferred EOF holds the
+	 * top until it has run, as libevent's deferred callbacks do) */
+	th_run_for(base, 50);
 	evhttp_free(http);
 	event_base_free(base);
 }
@@ -2093,6 +2096,9 @@ START_TEST(evhttp_connection_close_with_curl)
 	ck_assert_msg(ok == CLOSE_REQS, "%d of %d replies arrived", ok,
 	    CLOSE_REQS);
 	child_stop(&cl);
+	/* let the events curl's end queued run (a deferred EOF holds the
+	 * top until it has run, as libevent's deferred callbacks do) */
+	th_run_for(base, 50);
 	evhttp_free(http);
 	event_base_free(base);
 }
