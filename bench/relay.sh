@@ -21,11 +21,14 @@ set -eu
 
 usage() {
 	cat <<EOF
-usage: bench/run relay [-r RUNS] [-n BYTES] [-x ROWS] [-W] [-k]
+usage: bench/run relay [-r RUNS] [-n BYTES] [-x ROWS] [-a STRATA] [-W] [-k] [-v]
   -r RUNS   timed runs per row (default 5); rows run interleaved
   -n BYTES  bytes per run (default 1073741824)
   -x ROWS   comma-separated rows to run (default: all):
             $ALL_ROWS
+  -a STRATA also run the strata rows with this other strata binary (rows
+            tls-strata-alt, plain-strata-alt): an A/B test of a patch in
+            the same run
   -W        skip the warm-up and check pass (one untimed run per row
             with SHA-256 at both ends, and the cipher check)
   -k        keep the temporary directory (configurations, logs)
@@ -42,11 +45,13 @@ rows=$ALL_ROWS
 warm=1
 keep=0
 verbose=0
-while getopts r:n:x:Wkvh opt; do
+alt=
+while getopts r:n:x:a:Wkvh opt; do
 	case $opt in
 	r) runs=$OPTARG ;;
 	n) bytes=$OPTARG ;;
 	x) rows=${OPTARG//,/ } ;;
+	a) alt=$(cd "$(dirname "$OPTARG")" && pwd)/$(basename "$OPTARG") ;;
 	W) warm=0 ;;
 	k) keep=1 ;;
 	v) verbose=1 ;;
@@ -58,7 +63,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=${STRATA_BENCH_BUILD:-$root/build-bench}
 strata=$build/tools/strata
 peer=$build/bench/relay-peer
-for f in "$strata" "$peer"; do
+if [ -n "$alt" ]; then
+	rows=$(echo " $rows " | sed 's/ tls-strata / tls-strata tls-strata-alt /; s/ plain-strata / plain-strata plain-strata-alt /')
+fi
+for f in "$strata" "$peer" $alt; do
 	[ -x "$f" ] || { echo "relay.sh: $f missing: run bench/run relay" >&2; exit 1; }
 done
 
@@ -151,7 +159,9 @@ stunnel_cfg() { # FILE client|server ACCEPT CONNECT
 
 # Start proxy N (1: listens on P1, 2: listens on P2) of row $row.
 start_proxy() { # ROW N P1 P2 P3
-	local row=$1 n=$2 p1=$3 p2=$4 p3=$5 log=$tmp/$1-$2.log
+	local row=${1%-alt} n=$2 p1=$3 p2=$4 p3=$5 log=$tmp/$1-$2.log
+	local strata=$strata
+	[ "$row" != "$1" ] && strata=$alt
 	local tlsc="tls(name=localhost,ca=$tmp/cert.pem,min=1.3,ciphersuites=$SUITE)"
 	local tlss="tls(cert=$tmp/cert.pem,key=$tmp/key.pem,min=1.3,ciphersuites=$SUITE)"
 	case $row-$n in
@@ -246,14 +256,15 @@ wait_children() { # PID
 	done
 }
 
-port=$((20000 + $$ % 20000))
+# Ports below the ephemeral range (32768 and up here), not in use at all.
+port=$((10000 + $$ % 1000 * 20))
 next_ports() {
 	local p
 	while :; do
 		port=$((port + 3))
-		[ $port -gt 64000 ] && port=20000
+		[ $port -gt 32000 ] && port=10000
 		for p in $port $((port + 1)) $((port + 2)); do
-			listening $p && continue 2
+			[ -n "$(ss -Htan "sport = :$p" 2>/dev/null)" ] && continue 2
 		done
 		p1=$port p2=$((port + 1)) p3=$((port + 2))
 		return
@@ -262,11 +273,18 @@ next_ports() {
 
 # Check that the TLS-to-plain proxy of a row settles on TLS 1.3 with
 # $SUITE when a client offers AES-256-GCM first.
-check_suite() { # ROW P2
-	local out
+check_suite() { # ROW P2 P3
+	local out sinkpid
+	# a target to connect to, so that the proxy does not close the
+	# client while its handshake is running
+	socat -u "TCP-LISTEN:$3,bind=127.0.0.1,reuseaddr" /dev/null 2>/dev/null &
+	sinkpid=$!
+	wait_listening "$3" "$sinkpid"
 	out=$(openssl s_client -connect "127.0.0.1:$2" -brief -tls1_3 \
 	    -ciphersuites "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:$SUITE" \
 	    </dev/null 2>&1) || true
+	kill "$sinkpid" 2>/dev/null || true
+	wait "$sinkpid" 2>/dev/null || true
 	case $out in
 	*"Ciphersuite: $SUITE"*) ;;
 	*) echo "relay.sh: $1: server proxy did not pick $SUITE:" >&2
@@ -287,7 +305,7 @@ run_row() { # ROW HASH(0|1) NBYTES
 		start_proxy "$row" 1 "$p1" "$p2" "$p3"; a=$last_pid
 		wait_listening "$p1" "$a"
 		if [ "$hash" = 1 ] && [ "${row#tls-}" != "$row" ]; then
-			check_suite "$row" "$p2"
+			check_suite "$row" "$p2" "$p3"
 			wait_children "$b"
 		fi
 		ca0=$(cpu_ticks "$a") cb0=$(cpu_ticks "$b")
@@ -370,6 +388,7 @@ label() {
 	tls-socat) echo "socat (-b 262144)" ;;
 	plain-direct) echo "ref: client -> sink, no proxy" ;;
 	plain-strata) echo "strata proxy" ;;
+	*-strata-alt) echo "ref: strata proxy, -a binary" ;;
 	plain-haproxy) echo "HAProxy (nbthread 1)" ;;
 	plain-haproxy-splice) echo "ref: HAProxy + splice" ;;
 	plain-socat) echo "socat (-b 262144)" ;;
@@ -405,6 +424,9 @@ echo "Ratios (strata / other; MB/s higher is better, CPU per GiB lower is better
 ratio "TLS, strata/HAProxy" tls-strata tls-haproxy 1.25
 ratio "TLS, strata/stunnel" tls-strata tls-stunnel 1.5
 ratio "TLS, strata/socat" tls-strata tls-socat ""
+ratio "TLS, -a strata/HAProxy" tls-strata-alt tls-haproxy ""
+ratio "TLS, -a strata/stunnel" tls-strata-alt tls-stunnel ""
 ratio "plain, strata/HAProxy" plain-strata plain-haproxy 0.9
 ratio "plain, strata/HAProxy+splice" plain-strata plain-haproxy-splice ""
 ratio "plain, strata/socat" plain-strata plain-socat ""
+ratio "plain, -a strata/HAProxy" plain-strata-alt plain-haproxy ""
