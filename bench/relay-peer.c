@@ -15,9 +15,11 @@
  * no copy on the sending side: neither end does more than a system call
  * per -b bytes.
  *
- * Prints one line: "bytes=N seconds=S sent=N [sha256=ok|MISMATCH]" and
- * exits 0 only if the sink got exactly -n bytes (and, with -H, the same
- * SHA-256). The clock runs from just before connect() to the sink's EOF.
+ * Prints one line: "bytes=N seconds=S sent=N cpu=S [sha256=ok|MISMATCH]"
+ * and exits 0 only if the sink got exactly -n bytes (and, with -H, the
+ * same SHA-256). The clock runs from just before connect() to the sink's
+ * EOF; cpu is this process's user + system time over the same span (both
+ * ends together).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -31,6 +33,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <openssl/evp.h>
@@ -64,6 +67,17 @@ now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* User + system CPU seconds of this process (both threads). */
+static double
+cpu_now(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+	    (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 static void
@@ -174,7 +188,7 @@ main(int argc, char **argv)
 	struct sockaddr_in sa;
 	pthread_t th;
 	uint64_t sent, x = 0x9e3779b97f4a7c15ull;
-	double start;
+	double start, cpu0, cpu1;
 	char tail[64];
 	int c, fd, one = 1, ok;
 	size_t i;
@@ -217,6 +231,7 @@ main(int argc, char **argv)
 	if (pthread_create(&th, NULL, sink, NULL))
 		die("pthread_create");
 
+	cpu0 = cpu_now();
 	start = now();
 	sa = loopback(o.cport);
 	if ((fd = socket(AF_INET, SOCK_STREAM, 0)) < 0)
@@ -235,6 +250,7 @@ main(int argc, char **argv)
 			;
 	}
 	pthread_join(th, NULL);
+	cpu1 = cpu_now();
 	close(fd);
 
 	ok = sink_bytes == o.total && sent == o.total;
@@ -245,8 +261,8 @@ main(int argc, char **argv)
 		    same ? "ok" : "MISMATCH");
 		ok = ok && same;
 	}
-	printf("bytes=%llu seconds=%.6f sent=%llu%s\n",
+	printf("bytes=%llu seconds=%.6f sent=%llu cpu=%.3f%s\n",
 	    (unsigned long long)sink_bytes, sink_end - start,
-	    (unsigned long long)sent, tail);
+	    (unsigned long long)sent, cpu1 - cpu0, tail);
 	return ok ? 0 : 1;
 }

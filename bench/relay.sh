@@ -292,8 +292,9 @@ check_suite() { # ROW P2 P3
 	esac
 }
 
-# One run of a row: sets result to "seconds bytes cpu1 cpu2" (CPU in
-# seconds); exits on a failed or incomplete transfer.
+# One run of a row: sets result to "seconds bytes cpu1 cpu2 cpu-ends"
+# (CPU seconds of proxy 1, proxy 2, and relay-peer's client and sink);
+# exits on a failed or incomplete transfer.
 run_row() { # ROW HASH(0|1) NBYTES
 	local row=$1 hash=$2 n=$3 a= b= ca0=0 cb0=0 ca1=0 cb1=0 out rc
 	next_ports
@@ -329,7 +330,7 @@ run_row() { # ROW HASH(0|1) NBYTES
 	tck=$(getconf CLK_TCK)
 	set -- $out
 	result="${2#seconds=} ${1#bytes=} $(awk -v a=$((ca1 - ca0)) -v b=$((cb1 - cb0)) -v t="$tck" \
-	    'BEGIN { printf "%.2f %.2f", a / t, b / t }')"
+	    'BEGIN { printf "%.2f %.2f", a / t, b / t }') ${4#cpu=}"
 }
 
 # ---- the run ----
@@ -361,9 +362,9 @@ echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg)"
 # ---- the table ----
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END {
 	if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-declare -A mbs cpg cpa cpb lo hi
+declare -A mbs cpg cpa cpb cpe lo hi
 for row in $rows; do
-	ms= cs= as= bs=
+	ms= cs= as= bs= es=
 	IFS=';' read -ra rr <<<"${res[$row]}"
 	for r in "${rr[@]}"; do
 		set -- $r
@@ -371,11 +372,13 @@ for row in $rows; do
 		cs="$cs $(awk -v n="$2" -v a="$3" -v b="$4" 'BEGIN { printf "%.3f", (a + b) / (n / 1073741824) }')"
 		as="$as $(awk -v n="$2" -v a="$3" 'BEGIN { printf "%.3f", a / (n / 1073741824) }')"
 		bs="$bs $(awk -v n="$2" -v b="$4" 'BEGIN { printf "%.3f", b / (n / 1073741824) }')"
+		es="$es $(awk -v n="$2" -v e="$5" 'BEGIN { printf "%.3f", e / (n / 1073741824) }')"
 	done
 	mbs[$row]=$(echo $ms | median)
 	cpg[$row]=$(echo $cs | median)
 	cpa[$row]=$(echo $as | median)
 	cpb[$row]=$(echo $bs | median)
+	cpe[$row]=$(echo $es | median)
 	lo[$row]=$(echo $ms | tr ' ' '\n' | sort -g | head -n 1)
 	hi[$row]=$(echo $ms | tr ' ' '\n' | sort -g | tail -n 1)
 done
@@ -399,11 +402,11 @@ table() { # PREFIX TITLE
 	case " $rows" in *" $1"-*) ;; *) return 0 ;; esac
 	echo
 	echo "$2"
-	printf '   %-34s %8s %14s %9s %9s %17s\n' relay "MB/s" "CPU s/GiB" "proxy 1" "proxy 2" "MB/s min-max"
+	printf '   %-34s %8s %10s %8s %8s %8s %17s\n' relay "MB/s" "CPU s/GiB" "proxy 1" "proxy 2" "ends" "MB/s min-max"
 	for row in $rows; do
 		case $row in "$1"-*) ;; *) continue ;; esac
-		printf '   %-34s %8.1f %14.3f %9.3f %9.3f %8.1f-%-8.1f\n' "$(label "$row")" \
-		    "${mbs[$row]}" "${cpg[$row]}" "${cpa[$row]}" "${cpb[$row]}" "${lo[$row]}" "${hi[$row]}"
+		printf '   %-34s %8.1f %10.3f %8.3f %8.3f %8.3f %8.1f-%-8.1f\n' "$(label "$row")" \
+		    "${mbs[$row]}" "${cpg[$row]}" "${cpa[$row]}" "${cpb[$row]}" "${cpe[$row]}" "${lo[$row]}" "${hi[$row]}"
 	done
 }
 
