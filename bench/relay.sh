@@ -237,13 +237,21 @@ wait_listening() { # PORT PID
 	exit 1
 }
 
-# CPU ticks of a process and its reaped children.
+# CPU ticks of a process and its reaped children, and its minor page
+# faults (with its reaped children's).
 cpu_ticks() { # PID
 	local s
 	s=$(cat "/proc/$1/stat") || { echo 0; return; }
 	s=${s##*) }
 	set -- $s # field 3 of stat is $1 now
 	echo $((${12} + ${13} + ${14} + ${15}))
+}
+min_faults() { # PID
+	local s
+	s=$(cat "/proc/$1/stat") || { echo 0; return; }
+	s=${s##*) }
+	set -- $s
+	echo $((${8} + ${9}))
 }
 
 # Wait until a proxy has no child left (socat forks one per connection;
@@ -292,11 +300,12 @@ check_suite() { # ROW P2 P3
 	esac
 }
 
-# One run of a row: sets result to "seconds bytes cpu1 cpu2 cpu-ends"
-# (CPU seconds of proxy 1, proxy 2, and relay-peer's client and sink);
+# One run of a row: sets result to "seconds bytes cpu1 cpu2 cpu-ends
+# faults" (CPU seconds of proxy 1, proxy 2, and relay-peer's client and
+# sink; minor page faults of both proxies);
 # exits on a failed or incomplete transfer.
 run_row() { # ROW HASH(0|1) NBYTES
-	local row=$1 hash=$2 n=$3 a= b= ca0=0 cb0=0 ca1=0 cb1=0 out rc
+	local row=$1 hash=$2 n=$3 a= b= ca0=0 cb0=0 ca1=0 cb1=0 out rc f0=0 f1=0
 	next_ports
 	if [ "$row" = plain-direct ]; then
 		p1=$p3
@@ -310,12 +319,14 @@ run_row() { # ROW HASH(0|1) NBYTES
 			wait_children "$b"
 		fi
 		ca0=$(cpu_ticks "$a") cb0=$(cpu_ticks "$b")
+		f0=$(( $(min_faults "$a") + $(min_faults "$b") ))
 	fi
 	rc=0
 	out=$("$peer" -c "$p1" -s "$p3" -n "$n" $([ "$hash" = 1 ] && echo -H)) || rc=$?
 	if [ -n "$a" ]; then
 		wait_children "$a"; wait_children "$b"
 		ca1=$(cpu_ticks "$a") cb1=$(cpu_ticks "$b")
+		f1=$(( $(min_faults "$a") + $(min_faults "$b") ))
 		kill "$a" "$b" 2>/dev/null || true
 		wait "$a" "$b" 2>/dev/null || true
 		pids=
@@ -330,7 +341,7 @@ run_row() { # ROW HASH(0|1) NBYTES
 	tck=$(getconf CLK_TCK)
 	set -- $out
 	result="${2#seconds=} ${1#bytes=} $(awk -v a=$((ca1 - ca0)) -v b=$((cb1 - cb0)) -v t="$tck" \
-	    'BEGIN { printf "%.2f %.2f", a / t, b / t }') ${4#cpu=}"
+	    'BEGIN { printf "%.2f %.2f", a / t, b / t }') ${4#cpu=} $((f1 - f0))"
 }
 
 # ---- the run ----
@@ -362,9 +373,9 @@ echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg)"
 # ---- the table ----
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END {
 	if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-declare -A mbs cpg cpa cpb cpe lo hi
+declare -A mbs cpg cpa cpb cpe flt lo hi
 for row in $rows; do
-	ms= cs= as= bs= es=
+	ms= cs= as= bs= es= fs=
 	IFS=';' read -ra rr <<<"${res[$row]}"
 	for r in "${rr[@]}"; do
 		set -- $r
@@ -373,12 +384,14 @@ for row in $rows; do
 		as="$as $(awk -v n="$2" -v a="$3" 'BEGIN { printf "%.3f", a / (n / 1073741824) }')"
 		bs="$bs $(awk -v n="$2" -v b="$4" 'BEGIN { printf "%.3f", b / (n / 1073741824) }')"
 		es="$es $(awk -v n="$2" -v e="$5" 'BEGIN { printf "%.3f", e / (n / 1073741824) }')"
+		fs="$fs $(awk -v n="$2" -v f="$6" 'BEGIN { printf "%.0f", f / (n / 1073741824) }')"
 	done
 	mbs[$row]=$(echo $ms | median)
 	cpg[$row]=$(echo $cs | median)
 	cpa[$row]=$(echo $as | median)
 	cpb[$row]=$(echo $bs | median)
 	cpe[$row]=$(echo $es | median)
+	flt[$row]=$(echo $fs | median)
 	lo[$row]=$(echo $ms | tr ' ' '\n' | sort -g | head -n 1)
 	hi[$row]=$(echo $ms | tr ' ' '\n' | sort -g | tail -n 1)
 done
@@ -402,11 +415,11 @@ table() { # PREFIX TITLE
 	case " $rows" in *" $1"-*) ;; *) return 0 ;; esac
 	echo
 	echo "$2"
-	printf '   %-34s %8s %10s %8s %8s %8s %17s\n' relay "MB/s" "CPU s/GiB" "proxy 1" "proxy 2" "ends" "MB/s min-max"
+	printf '   %-34s %8s %10s %8s %8s %8s %9s %17s\n' relay "MB/s" "CPU s/GiB" "proxy 1" "proxy 2" "ends" "faults" "MB/s min-max"
 	for row in $rows; do
 		case $row in "$1"-*) ;; *) continue ;; esac
-		printf '   %-34s %8.1f %10.3f %8.3f %8.3f %8.3f %8.1f-%-8.1f\n' "$(label "$row")" \
-		    "${mbs[$row]}" "${cpg[$row]}" "${cpa[$row]}" "${cpb[$row]}" "${cpe[$row]}" "${lo[$row]}" "${hi[$row]}"
+		printf '   %-34s %8.1f %10.3f %8.3f %8.3f %8.3f %9.0f %8.1f-%-8.1f\n' "$(label "$row")" \
+		    "${mbs[$row]}" "${cpg[$row]}" "${cpa[$row]}" "${cpb[$row]}" "${cpe[$row]}" "${flt[$row]}" "${lo[$row]}" "${hi[$row]}"
 	done
 }
 
