@@ -26,6 +26,7 @@ usage: bench/run relay [-r RUNS] [-n BYTES] [-x ROWS] [-a STRATA] [-W] [-k] [-v]
   -n BYTES  bytes per run (default 1073741824)
   -x ROWS   comma-separated rows to run (default: all):
             $ALL_ROWS
+            (also: tls-socat-8k, plain-socat-8k: socat's default block size)
   -a STRATA also run the strata rows with this other strata binary (rows
             tls-strata-alt, plain-strata-alt): an A/B test of a patch in
             the same run
@@ -160,8 +161,9 @@ stunnel_cfg() { # FILE client|server ACCEPT CONNECT
 # Start proxy N (1: listens on P1, 2: listens on P2) of row $row.
 start_proxy() { # ROW N P1 P2 P3
 	local row=${1%-alt} n=$2 p1=$3 p2=$4 p3=$5 log=$tmp/$1-$2.log
-	local strata=$strata
+	local strata=$strata sb=262144
 	[ "$row" != "$1" ] && strata=$alt
+	case $row in *-socat-8k) sb=8192 row=${row%-8k} ;; esac
 	local tlsc="tls(name=localhost,ca=$tmp/cert.pem,min=1.3,ciphersuites=$SUITE)"
 	local tlss="tls(cert=$tmp/cert.pem,key=$tmp/key.pem,min=1.3,ciphersuites=$SUITE)"
 	case $row-$n in
@@ -201,19 +203,19 @@ start_proxy() { # ROW N P1 P2 P3
 		stunnel_cfg "$tmp/$row-$n.conf" server "$p2" "$p3"
 		stunnel4 "$tmp/$row-$n.conf" >>"$log" 2>&1 & ;;
 	tls-socat-1)
-		OPENSSL_CONF=$tmp/openssl-socat.cnf socat -b 262144 \
+		OPENSSL_CONF=$tmp/openssl-socat.cnf socat -b $sb \
 		    "TCP-LISTEN:$p1,bind=127.0.0.1,reuseaddr,fork,nodelay" \
 		    "OPENSSL:127.0.0.1:$p2,cafile=$tmp/cert.pem,commonname=localhost,nodelay" \
 		    2>>"$log" & ;;
 	tls-socat-2)
-		OPENSSL_CONF=$tmp/openssl-socat.cnf socat -b 262144 \
+		OPENSSL_CONF=$tmp/openssl-socat.cnf socat -b $sb \
 		    "OPENSSL-LISTEN:$p2,bind=127.0.0.1,reuseaddr,fork,cert=$tmp/cert.pem,key=$tmp/key.pem,verify=0,nodelay" \
 		    "TCP:127.0.0.1:$p3,nodelay" 2>>"$log" & ;;
 	plain-socat-1)
-		socat -b 262144 "TCP-LISTEN:$p1,bind=127.0.0.1,reuseaddr,fork,nodelay" \
+		socat -b $sb "TCP-LISTEN:$p1,bind=127.0.0.1,reuseaddr,fork,nodelay" \
 		    "TCP:127.0.0.1:$p2,nodelay" 2>>"$log" & ;;
 	plain-socat-2)
-		socat -b 262144 "TCP-LISTEN:$p2,bind=127.0.0.1,reuseaddr,fork,nodelay" \
+		socat -b $sb "TCP-LISTEN:$p2,bind=127.0.0.1,reuseaddr,fork,nodelay" \
 		    "TCP:127.0.0.1:$p3,nodelay" 2>>"$log" & ;;
 	*) echo "relay.sh: no row $row" >&2; exit 2 ;;
 	esac
@@ -402,6 +404,7 @@ label() {
 	tls-haproxy) echo "HAProxy (nbthread 1)" ;;
 	tls-stunnel) echo "stunnel" ;;
 	tls-socat) echo "socat (-b 262144)" ;;
+	*-socat-8k) echo "ref: socat, default -b 8192" ;;
 	plain-direct) echo "ref: client -> sink, no proxy" ;;
 	plain-strata) echo "strata proxy" ;;
 	*-strata-alt) echo "ref: strata proxy, -a binary" ;;
