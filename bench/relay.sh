@@ -11,8 +11,9 @@
 # blocking sockets, 256 KiB reads and writes). For each row: MB/s (10^6
 # bytes per wall-clock second, median of -r runs) and CPU seconds per GiB
 # of the two proxy processes (utime + stime + cutime + cstime from
-# /proc/PID/stat, after - before the transfer, median). bench/README.md
-# ("Relays") has the exact commands and configurations.
+# /proc/PID/stat, after - before the transfer, median), with the client's
+# and sink's CPU and the proxies' minor page faults beside them.
+# bench/README.md ("Relays") has the exact commands and configurations.
 #
 # Run it as `bench/run relay [options]` (that builds tools/strata and
 # bench/relay-peer with optimizations first). Missing peers (stunnel4,
