@@ -12,7 +12,9 @@
  *     same raw OpenSSL client (blocking, in a thread).
  *  3. Memory per idle server connection (RSS and mallinfo2) for many
  *     connections, both servers with default settings, each measured in a
- *     fresh process, the clients in another process.
+ *     fresh process, the clients in another process; and, as a reference,
+ *     OpenSSL alone (only the SSL objects kept): the floor for any server
+ *     built on OpenSSL 3.
  *
  * Every figure is the median of several runs; the variants of a section
  * run interleaved. bench/README.md ("## TLS") explains each column.
@@ -235,7 +237,8 @@ nodelay(evutil_socket_t fd)
 
 /* ---- a listener of either kind; @p strata or libevent's openssl ---- */
 
-enum server_kind { SRV_STRATA, SRV_SOCKET, SRV_FILTER };
+/* SRV_RAW: section 3's reference, OpenSSL alone (no event library) */
+enum server_kind { SRV_STRATA, SRV_SOCKET, SRV_FILTER, SRV_RAW };
 
 struct server {
 	enum server_kind kind;
@@ -808,6 +811,77 @@ idle_accept(struct server *s, struct bufferevent *bev)
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
+/*
+ * The reference row: what OpenSSL alone keeps per connection. A blocking
+ * SSL on the accepted fd, with SSL_MODE_RELEASE_BUFFERS, does the same
+ * exchange from the listener's callback, then only the SSL object stays:
+ * no bufferevent, no evbuffer, no event. No server built on OpenSSL 3
+ * can keep less per connection.
+ */
+struct raw_idle {
+	struct idle *d;
+	SSL_CTX *ctx;
+	SSL **ssl;
+	int n, cap;
+};
+
+static void
+raw_accepted(struct evconnlistener *l, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	struct raw_idle *r = arg;
+	static unsigned char buf[CHUNK];
+	size_t want, got = 0, n;
+	SSL *ssl = SSL_new(r->ctx);
+
+	(void)l;
+	(void)sa;
+	(void)salen;
+	nodelay(fd);
+	if (!ssl || !SSL_set_fd(ssl, fd) || SSL_accept(ssl) != 1)
+		die("raw server: SSL_accept", NULL);
+	for (want = r->d->traffic; got < want; got += n)
+		if (SSL_read_ex(ssl, buf, sizeof(buf), &n) != 1)
+			die("raw server: SSL_read", NULL);
+	r->d->received += got;
+	want = r->d->traffic ? r->d->traffic : 1;
+	if (SSL_write_ex(ssl, chunk, want, &n) != 1 || n != want)
+		die("raw server: SSL_write", NULL);
+	if (r->n == r->cap) {
+		r->cap = r->cap ? 2 * r->cap : 256;
+		r->ssl = realloc(r->ssl, (size_t)r->cap * sizeof(*r->ssl));
+		if (!r->ssl)
+			die("out of memory", NULL);
+	}
+	r->ssl[r->n++] = ssl; /* kept open, as the others' connections */
+	r->d->established++;
+}
+
+/* Listen for the raw variant; fills s->port. */
+static void
+raw_start(struct server *s, struct event_base *base, struct raw_idle *r)
+{
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+
+	memset(s, 0, sizeof(*s));
+	s->kind = SRV_RAW;
+	s->ctx = r->ctx = server_ctx(0);
+	SSL_CTX_set_mode(r->ctx, SSL_MODE_RELEASE_BUFFERS);
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	s->el = evconnlistener_new_bind(base, raw_accepted, r,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+		LEV_OPT_LEAVE_SOCKETS_BLOCKING, 1024, (struct sockaddr *)&a,
+	    sizeof(a));
+	if (!s->el)
+		die("evconnlistener_new_bind", strerror(errno));
+	getsockname(evconnlistener_get_fd(s->el), (struct sockaddr *)&a,
+	    &len);
+	s->port = ntohs(a.sin_port);
+}
+
 static size_t
 rss_bytes(void)
 {
@@ -902,11 +976,15 @@ idle_measure(enum server_kind k, int n, size_t traffic, double *rss,
 		struct event_base *base = event_base_new();
 		struct server s;
 		struct idle d = {0, 0, traffic, 0};
+		struct raw_idle raw = {&d, NULL, NULL, 0, 0};
 		struct event *ev;
 		size_t rss0, heap0;
 		int up = 0, i;
 
-		server_start(&s, base, k, 0, idle_accept, &d);
+		if (k == SRV_RAW)
+			raw_start(&s, base, &raw);
+		else
+			server_start(&s, base, k, 0, idle_accept, &d);
 		if (pipe(ready) < 0 || pipe(hold) < 0)
 			_exit(5);
 		ev = event_new(base, ready[0], EV_READ | EV_PERSIST,
@@ -953,13 +1031,17 @@ static void
 section_idle(void)
 {
 	static const char *const names[] = {"strata \"tcp | tls\" server",
-	    "bufferevent_openssl_socket_new"};
-	static const char *const keys[] = {"idle-strata", "idle-socket"};
+	    "bufferevent_openssl_socket_new",
+	    "OpenSSL alone (reference, below)"};
+	static const char *const keys[] = {"idle-strata", "idle-socket",
+	    "idle-openssl"};
+	static const enum server_kind kinds[] = {SRV_STRATA, SRV_SOCKET,
+	    SRV_RAW};
 	static const size_t traffic[] = {0, CHUNK};
-	double rss[2][MAX_RUNS], heap[2][MAX_RUNS], mr[2], mh[2];
-	int k, r, t, runs = o.runs < 3 ? o.runs : 3, use[2];
+	double rss[3][MAX_RUNS], heap[3][MAX_RUNS], mr[3], mh[3];
+	int k, r, t, runs = o.runs < 3 ? o.runs : 3, use[3];
 
-	for (k = 0; k < 2; k++)
+	for (k = 0; k < 3; k++)
 		use[k] = !o.only || !strcmp(o.only, keys[k]);
 	printf("\n3. Memory per idle server connection, %d TLS connections "
 	       "(OpenSSL client defaults: TLS 1.3),\n"
@@ -973,14 +1055,14 @@ section_idle(void)
 			printf("\n   a) right after the handshake (and one byte "
 			       "from the server)\n\n");
 		for (r = 0; r < runs; r++)
-			for (k = 0; k < 2; k++)
-				if (use[k] && idle_measure((enum server_kind)k,
-						  o.idle, traffic[t],
-						  &rss[k][r], &heap[k][r]) < 0)
+			for (k = 0; k < 3; k++)
+				if (use[k] && idle_measure(kinds[k], o.idle,
+						  traffic[t], &rss[k][r],
+						  &heap[k][r]) < 0)
 					die("idle run failed", names[k]);
 		printf("   %-34s %12s %12s\n", "server", "RSS bytes",
 		    "heap bytes");
-		for (k = 0; k < 2; k++) {
+		for (k = 0; k < 3; k++) {
 			if (!use[k])
 				continue;
 			mr[k] = median(rss[k], runs);
@@ -992,7 +1074,16 @@ section_idle(void)
 			printf("   %-34s %11.3fx %11.3fx  <= 0.60 (RSS) %s\n",
 			    "strata / bufferevent_openssl", mr[0] / mr[1],
 			    mh[0] / mh[1], verdict(mr[0] / mr[1], 0.6, 0));
+		if (use[1] && use[2])
+			printf("   %-34s %11.3fx %11.3fx\n",
+			    "OpenSSL alone / bufferevent_openssl",
+			    mr[2] / mr[1], mh[2] / mh[1]);
 	}
+	if (use[2])
+		printf("\n   OpenSSL alone: a blocking SSL per accepted fd with "
+		       "SSL_MODE_RELEASE_BUFFERS, the same\n"
+		       "   exchange, then nothing but the SSL object kept: the "
+		       "least any server on OpenSSL 3 keeps.\n");
 }
 
 /* ================= main ================= */
@@ -1012,8 +1103,8 @@ usage(void)
 	    "  -S N          only section N (1 bulk, 2 handshakes, 3 memory)\n"
 	    "  -x NAME       one variant: strata, socket, filter (section 1), "
 	    "hs-strata,\n"
-	    "                hs-socket (section 2), idle-strata, idle-socket "
-	    "(section 3)\n", MAX_RUNS);
+	    "                hs-socket (section 2), idle-strata, idle-socket, "
+	    "idle-openssl\n                (section 3)\n", MAX_RUNS);
 	exit(2);
 }
 

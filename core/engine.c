@@ -17,6 +17,7 @@
  * transport is owned through interposition (11).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +61,7 @@ struct strata_layer {
 	unsigned side_writes;
 	size_t index;		  /* position from the wire up */
 	unsigned in_finished : 1;
+	unsigned in_ended : 1;	  /* strata_layer_input_end() was called */
 	unsigned gates : 1;
 	unsigned ready : 1;
 	unsigned started : 1;
@@ -118,6 +120,7 @@ struct strata_engine {
 	unsigned rd_parked : 1;	  /* transport EV_READ off: input full */
 	unsigned flush_due : 1;	  /* a layer asked for a BEV_FLUSH pass */
 	unsigned handshaking : 1; /* a gating layer is not ready yet */
+	unsigned wcb_due : 1;	  /* the user wrote; write callback owed */
 };
 
 static const struct timeval hook_now = {0, 1};
@@ -208,6 +211,55 @@ output_held_below(struct strata_engine *e)
 	return 0;
 }
 
+/* What the user wrote that has not reached the transport's fd yet, in the
+ * encodings of the layers it sits in. */
+static size_t
+unsent_below(struct strata_engine *e)
+{
+	size_t i, n = evbuffer_get_length(e->t_out);
+
+	for (i = 1; i < e->n; i++)
+		n += evbuffer_get_length(e->layers[i]->down);
+	return n;
+}
+
+static size_t
+write_low(struct strata_engine *e)
+{
+	size_t low, high;
+
+	bufferevent_getwatermark(e->top, EV_WRITE, &low, &high);
+	(void)high;
+	return low;
+}
+
+/*
+ * The top's write callback at the default low watermark of 0 means what a
+ * socket bufferevent's means: everything written was handed to the fd.
+ * evhttp relies on it, shutting a "Connection: close" socket down from
+ * that callback; a stack also holds bytes between the top and the fd.
+ * Above 0 it means the top's output fell to the mark (time to refill).
+ */
+static int
+write_cb_ready(struct strata_engine *e)
+{
+	size_t low = write_low(e);
+
+	if (evbuffer_get_length(e->top_out) > low)
+		return 0;
+	return low > 0 || !unsent_below(e);
+}
+
+static void
+write_cb_update(struct strata_engine *e)
+{
+	if (!e->wcb_due || !(bufferevent_get_enabled(e->top) & EV_WRITE) ||
+	    !write_cb_ready(e))
+		return;
+	e->wcb_due = 0;
+	bufferevent_trigger(e->top, EV_WRITE, 0);
+}
+
 /*
  * The top's ev_read/ev_write are the engine's hooks: libevent adds them
  * from bufferevent_enable() and after each filter pass when a timeout is
@@ -270,8 +322,8 @@ engine_fail(struct strata_engine *e, short dir, enum strata_error_code code,
 		return;
 	e->failed = 1;
 	e->fail_dir = dir;
-	e->error = strdup(msg);
-	e->err_detail = calloc(1, sizeof(*e->err_detail));
+	e->error = strata_strdup_(msg);
+	e->err_detail = strata_calloc_(1, sizeof(*e->err_detail));
 	if (e->err_detail) {
 		e->err_detail->code = code;
 		e->err_detail->sys_errno = sys_errno;
@@ -292,7 +344,10 @@ strata_last_error(struct bufferevent *top)
 {
 	struct strata_engine *e = engine_of(top);
 
-	return e ? e->error : NULL;
+	if (!e || !e->failed)
+		return NULL;
+	/* the copy of the message is an allocation that can fail too */
+	return e->error ? e->error : "out of memory (while storing an error)";
 }
 
 int
@@ -306,7 +361,7 @@ strata_get_error(struct bufferevent *top, struct strata_error *err)
 		*err = *e->err_detail;
 	else
 		strata_error_set(err, STRATA_ERR_NOMEM, "%s",
-		    e->error ? e->error : "error");
+		    strata_last_error(top));
 	return 1;
 }
 
@@ -343,6 +398,7 @@ layer_call(struct strata_engine *e, struct strata_layer *l, int out,
 	for (;;) {
 		size_t s0 = evbuffer_get_length(src);
 		size_t d0 = evbuffer_get_length(dst), s1, d1, used, made;
+		uint64_t sent0 = e->wire_out;
 		unsigned w0 = l->side_writes;
 		enum bufferevent_filter_result r;
 		char msg[STRATA_ERROR_MAX];
@@ -352,6 +408,13 @@ layer_call(struct strata_engine *e, struct strata_layer *l, int out,
 		e->depth--;
 		s1 = evbuffer_get_length(src);
 		d1 = evbuffer_get_length(dst);
+		/* A transport may take what is added to its output at once: a
+		 * bufferevent_pair hands it to its partner from an evbuffer
+		 * callback, inside the filter's evbuffer_add. What left during
+		 * the call was made too (a flush that wrote only a marker
+		 * would otherwise look like BEV_OK without progress). */
+		if (dst == e->t_out)
+			d1 += (size_t)(e->wire_out - sent0);
 		used = s0 > s1 ? s0 - s1 : 0;
 		made = d1 > d0 ? d1 - d0 : 0;
 		if (out) {
@@ -366,6 +429,14 @@ layer_call(struct strata_engine *e, struct strata_layer *l, int out,
 			    l->type->name, out ? "output" : "input");
 			engine_fail(e, dir, STRATA_ERR_FILTER, 0, msg);
 			e->fail_dir = dir;
+			/* a layer's own strata_layer_fail() ran at depth > 0
+			 * and raised nothing; not every caller of the run
+			 * functions raises (side writes from the input pass),
+			 * so raise here, deferred: decoded data still comes
+			 * first (libevent runs deferred read callbacks before
+			 * event callbacks) */
+			if (!e->depth)
+				raise_error(e);
 			return -1;
 		}
 		if (used || made || w0 != l->side_writes)
@@ -484,8 +555,15 @@ run_input_chain(struct strata_engine *e, ev_ssize_t lim,
 			else
 				room = room_to_chain_end(src,
 				    room_in(dst, LAYER_CAP));
-			if (!room && !(l->gates && !l->ready))
+			if (!room && !(l->gates && !l->ready)) {
+				/* full above: the layers above may drain it in
+				 * this pass, then this one must run again (or
+				 * its input stays parked with nothing to wake
+				 * it: the transport's reading is off) */
+				again |= i + 1 < e->n &&
+				    evbuffer_get_length(src) != 0;
 				continue;
+			}
 			r = layer_call(e, l, 0, src, dst, room, mode);
 			if (r < 0) {
 				/* what the layer decoded before its error goes
@@ -511,6 +589,36 @@ run_input_chain(struct strata_engine *e, ev_ssize_t lim,
 	return moved;
 }
 
+/*
+ * A layer ended its stream before the transport did (TLS close_notify):
+ * the layers above it finish (BEV_FINISHED, bottom-up, as on a transport
+ * EOF), the transport stops being read, and the top gets its EOF once,
+ * deferred so that the data decoded in this pass is read first.
+ */
+static int
+input_ended(struct strata_engine *e)
+{
+	size_t i, k;
+
+	for (k = 0; k < e->n && !e->layers[k]->in_ended; k++)
+		;
+	if (k == e->n || e->eof)
+		return 0;
+	e->eof = 1;
+	for (i = 0; i <= k; i++)
+		e->layers[i]->in_finished = 1;
+	for (i = k + 1; i < e->n; i++) {
+		if (layer_call(e, e->layers[i], 0, in_src(e, i), in_dst(e, i),
+			-1, BEV_FINISHED) < 0)
+			return -1;
+		e->layers[i]->in_finished = 1;
+	}
+	bufferevent_disable(e->transport, EV_READ);
+	bufferevent_trigger_event(e->top, BEV_EVENT_EOF | BEV_EVENT_READING,
+	    BEV_TRIG_DEFER_CALLBACKS);
+	return 1;
+}
+
 static int
 run_input(struct strata_engine *e, ev_ssize_t lim,
     enum bufferevent_flush_mode mode, int full)
@@ -519,6 +627,8 @@ run_input(struct strata_engine *e, ev_ssize_t lim,
 
 	count_wire_in(e);
 	r = run_input_chain(e, lim, mode, full);
+	if (r >= 0 && input_ended(e) < 0)
+		r = -1;
 	e->t_in_seen = evbuffer_get_length(e->t_in);
 	return r;
 }
@@ -641,7 +751,8 @@ transport_read_update(struct strata_engine *e)
 	if (!e->rd_parked && len >= TRANSPORT_RD_HIGH) {
 		e->rd_parked = 1;
 		bufferevent_disable(e->transport, EV_READ);
-	} else if (e->rd_parked && len < TRANSPORT_RD_HIGH) {
+	} else if (e->rd_parked && len < TRANSPORT_RD_HIGH &&
+	    (!e->eof || e->closing)) {
 		e->rd_parked = 0;
 		bufferevent_enable(e->transport, EV_READ);
 	}
@@ -650,12 +761,17 @@ transport_read_update(struct strata_engine *e)
 /* ---- the two bufferevent_filter_cb functions of the top ---- */
 
 static ev_ssize_t
-top_limit(struct strata_engine *e, ev_ssize_t lim)
+top_limit(struct strata_engine *e, ev_ssize_t lim, size_t held)
 {
 	/* Stay one byte under the top's read high watermark: libevent >=
 	 * 2.1.9 re-fires the read callback in a busy loop while the input
 	 * is at or above it (libevent #891); the transport's own watermark
-	 * bounds memory instead. */
+	 * bounds memory instead. An empty input still gets a budget of 1
+	 * (one whole unit may go over it, as into any empty buffer): with a
+	 * watermark of 1 the budget would otherwise always be 0, and
+	 * nothing would reach the reader before EOF. */
+	if (lim == 1 && !held)
+		return 1;
 	return lim > 0 ? lim - 1 : lim;
 }
 
@@ -673,7 +789,8 @@ engine_input(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
 		evbuffer_drain(src, evbuffer_get_length(src));
 		return BEV_NEED_MORE;
 	}
-	r = run_input(e, mode == BEV_NORMAL ? top_limit(e, lim) : -1, mode,
+	r = run_input(e, mode == BEV_NORMAL ? top_limit(e, lim, before) : -1,
+	    mode,
 	    mode != BEV_NORMAL);
 	if (r >= 0)
 		flush_side_writes(e);
@@ -718,9 +835,17 @@ engine_output(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
 		raise_error(e);
 		return BEV_ERROR;
 	}
-	if (evbuffer_get_length(src) < s0 || evbuffer_get_length(dst) > d0)
-		return BEV_OK;
-	return BEV_NEED_MORE;
+	/* BEV_OK makes libevent call the write callback when the top's
+	 * output is at its low watermark (bufferevent_filter.c,
+	 * be_filter_process_output); when that would be early,
+	 * write_cb_update() calls it later instead. */
+	if (evbuffer_get_length(src) >= s0 && evbuffer_get_length(dst) <= d0)
+		return BEV_NEED_MORE;
+	if (!write_low(e) && unsent_below(e))
+		return BEV_NEED_MORE;
+	if (evbuffer_get_length(src) <= write_low(e))
+		e->wcb_due = 0;
+	return BEV_OK;
 }
 
 /* ---- re-running parked data (hooks on the top's ev_read/ev_write) ---- */
@@ -746,7 +871,7 @@ input_pass(struct strata_engine *e, int full)
 	if (!rd) /* handshaking: the layers talk, the user gets nothing */
 		lim = 0;
 	else if (high)
-		lim = top_limit(e, (ev_ssize_t)(high - before));
+		lim = top_limit(e, (ev_ssize_t)(high - before), before);
 	if (run_input(e, lim, BEV_NORMAL, full) < 0) {
 		fail_after_data(e, evbuffer_get_length(in) > before);
 		return;
@@ -769,10 +894,7 @@ rerun_input(struct strata_engine *e)
 static void
 rerun_output(struct strata_engine *e)
 {
-	struct bufferevent *top = e->top;
-	struct evbuffer *out = bufferevent_get_output(top);
-	size_t before = evbuffer_get_length(out), low, high;
-	int take = !!(bufferevent_get_enabled(top) & EV_WRITE);
+	int take = !!(bufferevent_get_enabled(e->top) & EV_WRITE);
 
 	if (e->failed)
 		return;
@@ -780,7 +902,12 @@ rerun_output(struct strata_engine *e)
 		e->wr_timed_out = 0;
 		bufferevent_enable(e->transport, EV_WRITE);
 	}
-	if (e->flush_due && take) {
+	/* A full transport means a slow peer, not an idle writer: flushing
+	 * now would let the writer refill the top and each turn of the loop
+	 * move another layer's worth past the transport's high watermark
+	 * (unbounded memory under a peer that never reads). The flush stays
+	 * due until the transport drains (wrap_w). */
+	if (e->flush_due && take && transport_room(e) != 0) {
 		/* the writer went idle: let each layer emit what it holds */
 		e->flush_due = 0;
 		if (run_output(e, transport_room(e), BEV_NORMAL, take) < 0) {
@@ -801,10 +928,7 @@ rerun_output(struct strata_engine *e)
 	}
 	maybe_shutdown(e);
 	hooks_update(e);
-	bufferevent_getwatermark(top, EV_WRITE, &low, &high);
-	if (evbuffer_get_length(out) < before &&
-	    evbuffer_get_length(out) <= low)
-		bufferevent_trigger(top, EV_WRITE, 0);
+	write_cb_update(e);
 }
 
 static void
@@ -845,7 +969,10 @@ top_output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
 {
 	struct strata_engine *e = arg;
 
-	if (info->n_added && !(e->top->enabled & EV_WRITE))
+	if (!info->n_added)
+		return;
+	e->wcb_due = 1;
+	if (!(e->top->enabled & EV_WRITE))
 		e->top->timeout_write = hook_now;
 }
 
@@ -951,6 +1078,8 @@ on_eof(struct strata_engine *e, short what)
 			close_finish(e, 1);
 		return;
 	}
+	if (e->eof) /* a layer's stream ended first: that EOF was raised */
+		return;
 	e->eof = 1;
 	r = run_input(e, -1, BEV_FINISHED, 1);
 	if (r >= 0)
@@ -1008,10 +1137,15 @@ on_error(struct strata_engine *e, short what)
 	snprintf(msg, sizeof(msg), "transport: %s",
 	    err ? evutil_socket_error_to_string(err) : "error");
 	if (!e->failed) {
+		/* the original event carries it: set before engine_fail(),
+		 * whose raise_error() would queue a second one */
+		e->error_raised = 1;
 		engine_fail(e, what & (BEV_EVENT_READING | BEV_EVENT_WRITING),
 		    STRATA_ERR_SYSTEM, err, msg);
-		e->error_raised = 1; /* the original event carries it */
-	}
+	} else if (e->error_raised)
+		return; /* a layer's error is on its way to the user */
+	else
+		e->error_raised = 1;
 	e->orig_e(e->transport, what, e->orig_arg);
 }
 
@@ -1054,7 +1188,7 @@ layer_release(struct strata_layer *l)
 	if (l->down)
 		evbuffer_free(l->down);
 	strata_spec_unref_(l->spec);
-	free(l);
+	strata_free_(l);
 }
 
 void
@@ -1067,6 +1201,18 @@ strata_conn_dns_abandon_(struct strata_conn *c,
 	 * (evdns.c:4490) after it was freed. */
 	if (!c->own_dns)
 		evdns_getaddrinfo_cancel(req);
+}
+
+/* This runs as the top's finalizer, later than bufferevent_free(top):
+ * a caller may have freed the transport it kept and closed its fd by
+ * then, and re-enabling reading on that fd would only make libevent warn
+ * (epoll_ctl: EBADF). */
+static int
+transport_fd_open(struct strata_engine *e)
+{
+	evutil_socket_t fd = bufferevent_getfd(e->transport);
+
+	return fd < 0 || fcntl(fd, F_GETFD) != -1;
 }
 
 static void
@@ -1084,7 +1230,7 @@ engine_free(void *arg)
 	 * (bufferevent_filter.c:223); the close-on-free unlink we always
 	 * use does not lift it (:234-245), so a transport handed back to
 	 * its caller could never read again. */
-	if (!e->own_transport) {
+	if (!e->own_transport && transport_fd_open(e)) {
 		bufferevent_unsuspend_read_(e->transport,
 		    STRATA_BEV_SUSPEND_FILT_READ);
 		if (e->rd_parked)
@@ -1101,12 +1247,12 @@ engine_free(void *arg)
 	if (e->closing) {
 		if (e->closing->timer)
 			event_free(e->closing->timer);
-		free(e->closing);
+		strata_free_(e->closing);
 	}
-	free(e->layers);
-	free(e->error);
-	free(e->err_detail);
-	free(e);
+	strata_free_(e->layers);
+	strata_free_(e->error);
+	strata_free_(e->err_detail);
+	strata_free_(e);
 }
 
 static void
@@ -1145,12 +1291,12 @@ layers_add(struct strata_engine *e, struct strata_spec *spec,
 	size_t first = e->n, i, made = 0;
 	struct strata_layer **ls;
 
-	ls = realloc(e->layers, (first + spec->n) * sizeof(*ls));
+	ls = strata_realloc_(e->layers, (first + spec->n) * sizeof(*ls));
 	if (!ls)
 		goto nomem;
 	e->layers = ls;
 	for (i = 0; i < spec->n; i++, made++) {
-		struct strata_layer *l = calloc(1, sizeof(*l));
+		struct strata_layer *l = strata_calloc_(1, sizeof(*l));
 		if (!(ls[first + i] = l))
 			goto nomem;
 		l->type = spec->f[i].type;
@@ -1188,7 +1334,11 @@ transport_setup(struct strata_engine *e)
 {
 	struct bufferevent *t = e->transport;
 
-	bufferevent_setwatermark(t, EV_READ, 0, TRANSPORT_RD_HIGH);
+	/* No read watermark: libevent's callback for it runs on every
+	 * change of the input (4 % of the instructions of a pass-through
+	 * stack); transport_read_update() parks reading at
+	 * TRANSPORT_RD_HIGH instead, and strata's own read path asks
+	 * strata_transport_read_cap_() how much to take. */
 	bufferevent_setwatermark(t, EV_WRITE, TRANSPORT_WR_LOW,
 	    TRANSPORT_WR_HIGH);
 	e->tout_cb = evbuffer_add_cb(bufferevent_get_output(t), wire_out_cb, e);
@@ -1212,7 +1362,7 @@ struct strata_engine *
 strata_engine_alloc_(struct event_base *base, struct evdns_base *dns,
     int options)
 {
-	struct strata_engine *e = calloc(1, sizeof(*e));
+	struct strata_engine *e = strata_calloc_(1, sizeof(*e));
 
 	if (!e)
 		return NULL;
@@ -1238,8 +1388,8 @@ strata_engine_discard_(struct strata_engine *e)
 		layer_release(e->layers[--e->n]);
 	if (e->conn.own_dns && e->conn.dns)
 		evdns_base_free(e->conn.dns, 0);
-	free(e->layers);
-	free(e);
+	strata_free_(e->layers);
+	strata_free_(e);
 }
 
 /* The top keeps only the user's callback options; the transport keeps
@@ -1327,6 +1477,22 @@ strata_engine_build_(struct strata_engine *e, struct bufferevent *transport,
 	}
 	bufferevent_unlock(top);
 	return top;
+}
+
+void
+strata_engine_accepted_(struct bufferevent *top)
+{
+	struct strata_engine *e = engine_of(top);
+	bufferevent_data_cb r, w;
+	bufferevent_event_cb ev;
+
+	bufferevent_getcb(top, &r, &w, &ev, NULL);
+	if (!e || (!r && !w && !ev)) /* freed (or never given callbacks) */
+		return;
+	bufferevent_lock(top);
+	if (!e->connect_sent && !e->failed)
+		event_active(&top->ev_read, EV_TIMEOUT, 1);
+	bufferevent_unlock(top);
 }
 
 /* ---- pushing onto a live stack (STARTTLS) ---- */
@@ -1479,6 +1645,12 @@ strata_layer_kick(struct strata_layer *l)
 }
 
 void
+strata_layer_input_end(struct strata_layer *l)
+{
+	l->in_ended = 1; /* acted on once the pass is over: input_ended() */
+}
+
+void
 strata_layer_flush_later(struct strata_layer *l)
 {
 	struct strata_engine *e = l->engine;
@@ -1538,6 +1710,26 @@ strata_conn_fail(struct strata_conn *c, int sys_errno, const char *fmt, ...)
 		return;
 	engine_fail(e, 0, STRATA_ERR_SYSTEM, sys_errno, msg);
 	raise_error(e);
+}
+
+ev_ssize_t
+strata_transport_read_cap_(struct bufferevent *transport)
+{
+	bufferevent_data_cb r = NULL;
+	void *arg = NULL;
+	struct strata_engine *e;
+	size_t len;
+
+	bufferevent_getcb(transport, &r, NULL, NULL, &arg);
+	if (r != wrap_r)
+		return -1;
+	e = arg;
+	len = evbuffer_get_length(e->t_in);
+	if (len >= TRANSPORT_RD_HIGH) {
+		transport_read_update(e);
+		return 0;
+	}
+	return (ev_ssize_t)(TRANSPORT_RD_HIGH - len);
 }
 
 void
@@ -1652,13 +1844,13 @@ strata_close(struct bufferevent *top, const struct timeval *linger,
 
 	if (!e || e->closing)
 		return -1;
-	if (!(c = calloc(1, sizeof(*c))))
+	if (!(c = strata_calloc_(1, sizeof(*c))))
 		return -1;
 	c->cb = cb;
 	c->arg = arg;
 	c->timer = evtimer_new(bufferevent_get_base(top), close_timeout, e);
 	if (!c->timer) {
-		free(c);
+		strata_free_(c);
 		return -1;
 	}
 	bufferevent_lock(top);

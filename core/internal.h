@@ -11,6 +11,15 @@
 #include "strata/plugin.h"
 #include "strata/strata.h"
 
+/* Allocations of strata and its built-in plugins (core/mem.c): through
+ * the functions of strata_set_mem_functions(). */
+void *strata_malloc_(size_t n);
+void *strata_calloc_(size_t n, size_t size);
+void *strata_realloc_(void *p, size_t n);
+void strata_free_(void *p);
+char *strata_strdup_(const char *s);
+char *strata_strndup_(const char *s, size_t max);
+
 /** One filter of a parsed stack string, with its validated configuration. */
 struct strata_spec_filter {
 	const struct strata_filter_type *type;
@@ -87,6 +96,14 @@ struct bufferevent *strata_engine_build_(struct strata_engine *e,
     const struct strata_build *b, struct strata_error *err);
 
 /**
+ * The accept callback that got @p top (built with b->announce) returned:
+ * announce the stack again if the callback disabled reading on the top,
+ * which deletes the pending announcement (be_filter_disable deletes the
+ * top's ev_read). Nothing if the callback freed the top.
+ */
+void strata_engine_accepted_(struct bufferevent *top);
+
+/**
  * A transport no longer wants the lookup @p req it started on
  * strata_conn_dns(@p c). Its callback still runs once, later (with
  * EVUTIL_EAI_CANCEL or an error), and must then only free what its
@@ -117,6 +134,10 @@ int strata_transport_config_(const struct strata_spec *spec,
 void *strata_transport_state_(struct bufferevent *top,
     const struct strata_transport_type *t);
 
+/* How much strata's read path may add to a stack transport's input
+ * (TRANSPORT_RD_HIGH minus what it holds; 0 parks reading), or -1 for a
+ * bufferevent that is no stack's transport. */
+ev_ssize_t strata_transport_read_cap_(struct bufferevent *transport);
 /** The fast read path read @p n bytes on a transport: charge its group. */
 void strata_transport_read_charged_(struct bufferevent *transport,
     ev_ssize_t n);

@@ -122,8 +122,8 @@ options_clear(struct parser *p)
 	size_t i;
 
 	for (i = 0; i < p->nopt; i++) {
-		free((char *)p->opt[i].key);
-		free((char *)p->opt[i].value);
+		strata_free_((char *)p->opt[i].key);
+		strata_free_((char *)p->opt[i].value);
 	}
 	p->nopt = 0;
 }
@@ -145,7 +145,7 @@ parse_quoted(struct parser *p)
 			     : "unterminated ' quote");
 		return NULL;
 	}
-	if (!(out = malloc(end - start))) {
+	if (!(out = strata_malloc_(end - start))) {
 		fail(p, start, STRATA_ERR_NOMEM, "out of memory");
 		return NULL;
 	}
@@ -176,7 +176,7 @@ parse_bare(struct parser *p)
 		fail(p, start, STRATA_ERR_SYNTAX, "expected a value");
 		return NULL;
 	}
-	out = strndup(p->s + start, end - start);
+	out = strata_strndup_(p->s + start, end - start);
 	if (!out)
 		fail(p, start, STRATA_ERR_NOMEM, "out of memory");
 	return out;
@@ -194,11 +194,11 @@ parse_option(struct parser *p, const char *filter)
 	if (p->pos == kpos)
 		return fail(p, kpos, STRATA_ERR_SYNTAX,
 		    "expected an option name");
-	if (!(key = strndup(p->s + kpos, p->pos - kpos)))
+	if (!(key = strata_strndup_(p->s + kpos, p->pos - kpos)))
 		return fail(p, kpos, STRATA_ERR_NOMEM, "out of memory");
 	skip_ws(p);
 	if (p->s[p->pos] != '=') {
-		free(key);
+		strata_free_(key);
 		return fail(p, p->pos, STRATA_ERR_SYNTAX,
 		    "expected '=' after the option name");
 	}
@@ -209,7 +209,7 @@ parse_option(struct parser *p, const char *filter)
 	else
 		value = parse_bare(p);
 	if (!value) {
-		free(key);
+		strata_free_(key);
 		return -1;
 	}
 	for (i = 0; i < p->nopt; i++)
@@ -223,8 +223,8 @@ parse_option(struct parser *p, const char *filter)
 		    filter, clip(key, strlen(key), shown), kpos);
 		if (p->err)
 			p->err->position = kpos;
-		free(key);
-		free(value);
+		strata_free_(key);
+		strata_free_(value);
 		return -1;
 	}
 	o = &p->opt[p->nopt++];
@@ -409,7 +409,7 @@ parse_transport(struct parser *p, struct strata_spec *spec)
 		return fail(p, start, STRATA_ERR_SYNTAX,
 		    "expected a transport (tcp://host:port, unix:path, "
 		    "pipe:..., exec:...)");
-	spec->transport = strndup(p->s + start, end - start);
+	spec->transport = strata_strndup_(p->s + start, end - start);
 	spec->transport_pos = start;
 	if (!spec->transport)
 		return fail(p, start, STRATA_ERR_NOMEM, "out of memory");
@@ -454,7 +454,7 @@ strata_spec_parse_(const char *s, int want_transport,
 		    "stack string: NULL");
 		return NULL;
 	}
-	spec = calloc(1, sizeof(*spec) +
+	spec = strata_calloc_(1, sizeof(*spec) +
 		MAX_FILTERS * sizeof(struct strata_spec_filter));
 	if (!spec) {
 		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
@@ -474,7 +474,7 @@ strata_spec_parse_(const char *s, int want_transport,
 		goto fail;
 	/* Each connection made from a string keeps its spec: give back the
 	 * unused filter slots (most stacks have one to three filters). */
-	if ((shrunk = realloc(spec, sizeof(*spec) +
+	if ((shrunk = strata_realloc_(spec, sizeof(*spec) +
 		 spec->n * sizeof(struct strata_spec_filter))) != NULL)
 		spec = shrunk;
 	return spec;
@@ -500,8 +500,8 @@ strata_spec_unref_(struct strata_spec *spec)
 	for (i = 0; i < spec->n; i++)
 		if (spec->f[i].type->config_free && spec->f[i].cfg)
 			spec->f[i].type->config_free(spec->f[i].cfg);
-	free(spec->transport);
-	free(spec);
+	strata_free_(spec->transport);
+	strata_free_(spec);
 }
 
 /* ---- the transport part ---- */
@@ -560,10 +560,10 @@ transport_config(struct parser *p, const struct strata_transport_type **tp,
 	}
 	if (transport_options(p, t, &end) < 0)
 		return -1;
-	if (!(addr = strndup(p->s + sl + 1, end - sl - 1)))
+	if (!(addr = strata_strndup_(p->s + sl + 1, end - sl - 1)))
 		return fail(p, 0, STRATA_ERR_NOMEM, "out of memory");
 	rc = t->config(cfg, addr, p->opt, p->nopt, p->err);
-	free(addr);
+	strata_free_(addr);
 	if (rc < 0) {
 		if (p->err && !p->err->message[0])
 			strata_error_set(p->err, STRATA_ERR_SYNTAX,

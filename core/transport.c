@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -106,6 +107,7 @@ fast_readcb(evutil_socket_t fd, short what, void *arg)
 	struct evbuffer *in = bufferevent_get_input(bev);
 	ev_ssize_t howmuch = bufferevent_get_max_to_read(bev);
 	size_t before = evbuffer_get_length(in), low, high;
+	ev_ssize_t cap;
 	int r, err;
 
 	bufferevent_incref(bev);
@@ -119,6 +121,8 @@ fast_readcb(evutil_socket_t fd, short what, void *arg)
 	bufferevent_getwatermark(bev, EV_READ, &low, &high);
 	if (high && (ev_ssize_t)(high - before) < howmuch)
 		howmuch = high > before ? (ev_ssize_t)(high - before) : 0;
+	if ((cap = strata_transport_read_cap_(bev)) >= 0 && cap < howmuch)
+		howmuch = cap;
 	if (howmuch <= 0)
 		goto out;
 	r = read_some(bev, fd, howmuch);
@@ -233,9 +237,18 @@ out:
 
 /* ---- listen ---- */
 
+/*
+ * A listener is reference counted: its user holds one reference, and each
+ * connection being handed to a worker's loop (strata_listener_spread())
+ * holds one, so the transport's configuration outlives a
+ * strata_listener_free() that races with a hand-over. Everything but the
+ * spec and the closed flag is fixed once strata_listen() returns.
+ */
 struct strata_listener {
 	struct evconnlistener *lev;
 	struct event_base *base;
+	char *stack;	/* the stack string, parsed again on reload */
+	pthread_mutex_t lock; /* guards spec */
 	struct strata_spec *spec;
 	const struct strata_transport_type *t;
 	void *cfg;
@@ -246,23 +259,59 @@ struct strata_listener {
 	void *arg;
 	struct event *resume;
 	int warned;
+	int refs;	/* atomic */
+	int closed;	/* atomic: strata_listener_free() was called */
+	struct event_base **workers;
+	size_t nworkers, next;
+};
+
+/* An accepted fd on its way to a worker's loop. */
+struct handoff {
+	struct strata_listener *l;
+	struct strata_spec *spec;
+	evutil_socket_t fd;
+	struct event *ev;
 };
 
 static void
-listener_accept(struct evconnlistener *lev, evutil_socket_t fd,
-    struct sockaddr *sa, int salen, void *arg)
+listener_unref(struct strata_listener *l)
 {
-	struct strata_listener *l = arg;
+	if (__atomic_sub_fetch(&l->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	if (l->t && l->t->config_free && l->cfg)
+		l->t->config_free(l->cfg);
+	strata_spec_unref_(l->spec);
+	pthread_mutex_destroy(&l->lock);
+	strata_free_(l->workers);
+	strata_free_(l->stack);
+	strata_free_(l);
+}
+
+/* The spec new connections are built with, with a reference. */
+static struct strata_spec *
+listener_spec(struct strata_listener *l)
+{
+	struct strata_spec *spec;
+
+	pthread_mutex_lock(&l->lock);
+	spec = l->spec;
+	strata_spec_ref_(spec);
+	pthread_mutex_unlock(&l->lock);
+	return spec;
+}
+
+/* Wrap an accepted fd in a stack in @p base and give it to the user. */
+static void
+listener_build(struct strata_listener *l, struct event_base *base,
+    evutil_socket_t fd, struct strata_spec *spec)
+{
 	struct strata_engine *e;
 	struct bufferevent *bev, *top;
 	struct strata_build b = {.role = STRATA_ROLE_SERVER, .connected = 1,
 	    .announce = 1, .own_transport = 1, .tport = l->t};
 	struct strata_error err;
 
-	(void)lev;
-	(void)sa;
-	(void)salen;
-	if (!(e = strata_engine_alloc_(l->base, NULL, l->options))) {
+	if (!(e = strata_engine_alloc_(base, NULL, l->options))) {
 		evutil_closesocket(fd);
 		return;
 	}
@@ -274,14 +323,78 @@ listener_accept(struct evconnlistener *lev, evutil_socket_t fd,
 		evutil_closesocket(fd);
 		return;
 	}
-	if (!(top = strata_engine_build_(e, bev, l->spec, &b, &err))) {
+	if (!(top = strata_engine_build_(e, bev, spec, &b, &err))) {
 		strata_warn_("accept: %s", err.message);
 		if (l->t->destroy && b.tstate)
 			l->t->destroy(b.tstate);
 		bufferevent_free(bev);
 		return;
 	}
+	bufferevent_incref(top); /* valid after the callback, even freed */
 	l->cb(l, top, l->arg);
+	strata_engine_accepted_(top);
+	bufferevent_decref(top);
+}
+
+/* In the worker's loop: build the stack there, unless the listener was
+ * freed meanwhile (then the connection is closed, as those still in the
+ * kernel's accept queue are). */
+static void
+handoff_run(evutil_socket_t unused, short what, void *arg)
+{
+	struct handoff *h = arg;
+	struct event_base *base = event_get_base(h->ev);
+
+	(void)unused;
+	(void)what;
+	event_free(h->ev);
+	if (__atomic_load_n(&h->l->closed, __ATOMIC_ACQUIRE))
+		evutil_closesocket(h->fd);
+	else
+		listener_build(h->l, base, h->fd, h->spec);
+	strata_spec_unref_(h->spec);
+	listener_unref(h->l);
+	strata_free_(h);
+}
+
+/* Hand @p fd to the next worker in turn; takes over @p spec's reference. */
+static void
+listener_handoff(struct strata_listener *l, evutil_socket_t fd,
+    struct strata_spec *spec)
+{
+	struct event_base *base = l->workers[l->next++ % l->nworkers];
+	struct handoff *h = strata_calloc_(1, sizeof(*h));
+
+	if (!h || !(h->ev = event_new(base, -1, 0, handoff_run, h))) {
+		strata_warn_("%s: accept: out of memory", l->t->name);
+		strata_free_(h);
+		evutil_closesocket(fd);
+		strata_spec_unref_(spec);
+		return;
+	}
+	h->l = l;
+	h->spec = spec;
+	h->fd = fd;
+	__atomic_add_fetch(&l->refs, 1, __ATOMIC_RELAXED);
+	event_active(h->ev, EV_TIMEOUT, 1);
+}
+
+static void
+listener_accept(struct evconnlistener *lev, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	struct strata_listener *l = arg;
+	struct strata_spec *spec = listener_spec(l);
+
+	(void)lev;
+	(void)sa;
+	(void)salen;
+	if (l->nworkers) {
+		listener_handoff(l, fd, spec);
+		return;
+	}
+	listener_build(l, l->base, fd, spec);
+	strata_spec_unref_(spec);
 }
 
 static void
@@ -291,7 +404,10 @@ listener_resume(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	evconnlistener_enable(l->lev);
+	if (evconnlistener_enable(l->lev) < 0) { /* out of memory: later */
+		struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+		evtimer_add(l->resume, &tv);
+	}
 }
 
 /* EMFILE and friends: pause briefly instead of spinning or dying. */
@@ -312,25 +428,43 @@ listener_error(struct evconnlistener *lev, void *arg)
 	evtimer_add(l->resume, &tv);
 }
 
-struct strata_listener *
-strata_listen(struct event_base *base, const char *stack, int options,
+static struct strata_listener *
+listener_alloc(struct event_base *base, const char *stack, int options,
     strata_accept_fn cb, void *arg, struct strata_error *err)
 {
-	struct strata_listener *l = calloc(1, sizeof(*l));
-	unsigned lopts = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
+	struct strata_listener *l;
 
-	if (!l || !base || !cb) {
-		free(l);
-		strata_error_set(err, l ? STRATA_ERR_INVALID : STRATA_ERR_NOMEM,
-		    "listen: %s", l ? "needs a base and a callback"
-				    : "out of memory");
+	if (!base || !cb || !stack) {
+		strata_error_set(err, STRATA_ERR_INVALID,
+		    "listen: needs a base, a stack string and a callback");
 		return NULL;
 	}
+	if (!(l = strata_calloc_(1, sizeof(*l))) ||
+	    !(l->stack = strata_strdup_(stack))) {
+		strata_free_(l);
+		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	pthread_mutex_init(&l->lock, NULL);
+	l->refs = 1;
 	l->fd = -1;
 	l->base = base;
 	l->options = options;
 	l->cb = cb;
 	l->arg = arg;
+	return l;
+}
+
+struct strata_listener *
+strata_listen(struct event_base *base, const char *stack, int options,
+    strata_accept_fn cb, void *arg, struct strata_error *err)
+{
+	struct strata_listener *l;
+	unsigned lopts = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
+	    LEV_OPT_DISABLED;
+
+	if (!(l = listener_alloc(base, stack, options, cb, arg, err)))
+		return NULL;
 	if (!(l->spec = strata_spec_parse_(stack, 1, err)) ||
 	    strata_transport_config_(l->spec, &l->t, &l->cfg, err) < 0)
 		goto fail;
@@ -354,10 +488,62 @@ strata_listen(struct event_base *base, const char *stack, int options,
 		goto fail;
 	}
 	evconnlistener_set_error_cb(l->lev, listener_error);
+	/* evconnlistener_new() ignores a failing event_add() of its own
+	 * enable: a listener that never accepts. Enable it here instead. */
+	if (evconnlistener_enable(l->lev) < 0) {
+		strata_error_set(err, STRATA_ERR_NOMEM,
+		    "%s: cannot watch the listening socket", l->t->name);
+		goto fail;
+	}
 	return l;
 fail:
 	strata_listener_free(l);
 	return NULL;
+}
+
+int
+strata_listener_reload(struct strata_listener *l, struct strata_error *err)
+{
+	struct strata_spec *spec, *old;
+
+	if (!l) {
+		strata_error_set(err, STRATA_ERR_INVALID, "reload: no listener");
+		return -1;
+	}
+	/* the transport part is parsed too (and ignored: the socket stays);
+	 * each filter's config() runs again, and reads its files again */
+	if (!(spec = strata_spec_parse_(l->stack, 1, err)))
+		return -1;
+	pthread_mutex_lock(&l->lock);
+	old = l->spec;
+	l->spec = spec;
+	pthread_mutex_unlock(&l->lock);
+	strata_spec_unref_(old);
+	return 0;
+}
+
+int
+strata_listener_spread(struct strata_listener *l,
+    struct event_base *const *bases, size_t n, struct strata_error *err)
+{
+	struct event_base **copy = NULL;
+
+	if (!l || (n && !bases)) {
+		strata_error_set(err, STRATA_ERR_INVALID,
+		    "spread: no listener or no bases");
+		return -1;
+	}
+	if (n && !(copy = strata_calloc_(n, sizeof(*copy)))) {
+		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
+		return -1;
+	}
+	if (n)
+		memcpy(copy, bases, n * sizeof(*copy));
+	strata_free_(l->workers);
+	l->workers = copy;
+	l->nworkers = n;
+	l->next = 0;
+	return 0;
 }
 
 void
@@ -365,18 +551,19 @@ strata_listener_free(struct strata_listener *l)
 {
 	if (!l)
 		return;
+	__atomic_store_n(&l->closed, 1, __ATOMIC_RELEASE);
 	if (l->t && l->t->unlisten && l->fd >= 0)
 		l->t->unlisten(l->lstate);
 	if (l->lev)
 		evconnlistener_free(l->lev); /* closes the fd */
 	else if (l->fd >= 0)
 		evutil_closesocket(l->fd);
+	l->lev = NULL;
+	l->fd = -1;
 	if (l->resume)
 		event_free(l->resume);
-	if (l->t && l->t->config_free && l->cfg)
-		l->t->config_free(l->cfg);
-	strata_spec_unref_(l->spec);
-	free(l);
+	l->resume = NULL;
+	listener_unref(l);
 }
 
 /* ---- addresses ---- */
@@ -432,7 +619,7 @@ int
 strata_listener_address(struct strata_listener *l, char *buf, size_t len,
     struct sockaddr *sa, int *salen)
 {
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = {0};
 	socklen_t sl = sizeof(ss);
 
 	if (!l || getsockname(l->fd, (struct sockaddr *)&ss, &sl) < 0)
@@ -444,7 +631,7 @@ strata_listener_address(struct strata_listener *l, char *buf, size_t len,
 int
 strata_listener_port(struct strata_listener *l)
 {
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = {0};
 	socklen_t sl = sizeof(ss);
 
 	if (!l || getsockname(l->fd, (struct sockaddr *)&ss, &sl) < 0)

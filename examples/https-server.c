@@ -84,7 +84,6 @@ main(int argc, char **argv)
 	char filters[1024];
 	struct event_base *base;
 	struct evhttp *http;
-	struct evhttp_bound_socket *sock;
 	struct event *sigint;
 
 	if (argc == 4)
@@ -103,8 +102,7 @@ main(int argc, char **argv)
 		return 1;
 	evhttp_set_bevcb(http, make_tls_bev, filters);
 	evhttp_set_gencb(http, on_request, NULL);
-	if (!(sock = evhttp_bind_socket_with_handle(http, "127.0.0.1",
-		  (ev_uint16_t)port))) {
+	if (evhttp_bind_socket(http, "127.0.0.1", (ev_uint16_t)port) < 0) {
 		fprintf(stderr, "https-server: cannot listen on port %d\n",
 		    port);
 		return 1;

@@ -100,7 +100,7 @@ static int
 lines_config(void **cfgp, const struct strata_option *opts, size_t n,
     struct strata_error *err)
 {
-	struct lines_cfg *c = calloc(1, sizeof(*c));
+	struct lines_cfg *c = strata_calloc_(1, sizeof(*c));
 	size_t i;
 
 	if (!c) {
@@ -110,7 +110,7 @@ lines_config(void **cfgp, const struct strata_option *opts, size_t n,
 	c->max = LINES_MAX_DEFAULT;
 	for (i = 0; i < n; i++) {
 		if (lines_config_one(c, &opts[i], err) < 0) {
-			free(c);
+			strata_free_(c);
 			return -1;
 		}
 	}
@@ -124,7 +124,7 @@ lines_create(const void *cfg, struct strata_layer *layer,
 {
 	static const struct lines_cfg dflt = {EOL_LF, LINES_MAX_DEFAULT,
 	    OVERFLOW_ERROR, TAIL_DELIVER};
-	struct lines *l = calloc(1, sizeof(*l));
+	struct lines *l = strata_calloc_(1, sizeof(*l));
 
 	if (!l) {
 		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
@@ -138,7 +138,7 @@ lines_create(const void *cfg, struct strata_layer *layer,
 static void
 lines_destroy(void *ctx)
 {
-	free(ctx);
+	strata_free_(ctx);
 }
 
 /*
@@ -156,6 +156,8 @@ find_lf(struct evbuffer *src, size_t from, size_t span)
 	if (evbuffer_ptr_set(src, &ptr, from, EVBUFFER_PTR_SET) < 0)
 		return -1;
 	while (seen < span) {
+		size_t round = 0;
+
 		n = evbuffer_peek(src, (ev_ssize_t)(span - seen), &ptr, v,
 		    PEEK_EXTENTS);
 		if (n <= 0)
@@ -172,9 +174,11 @@ find_lf(struct evbuffer *src, size_t from, size_t span)
 				return (ev_ssize_t)(from + seen +
 				    (size_t)(hit - base));
 			seen += len;
+			round += len;
 		}
-		if (evbuffer_ptr_set(src, &ptr, from + seen,
-			EVBUFFER_PTR_SET) < 0)
+		/* on from here: a SET would walk every chain before it
+		 * again, quadratic in a buffer of many small chains */
+		if (evbuffer_ptr_set(src, &ptr, round, EVBUFFER_PTR_ADD) < 0)
 			return -1;
 	}
 	return -1;
@@ -356,11 +360,19 @@ lines_scan(struct lines *l, struct evbuffer *src, struct evbuffer *dst,
 	sp.scan = l->scanned < sp.len ? l->scanned : sp.len;
 	l->scanned = 0;
 restart:
+	/* where the scan is: set once, then moved on (EVBUFFER_PTR_ADD)
+	 * extent by extent; setting it from the start each round would walk
+	 * every chain before it again, quadratic in a buffer of many small
+	 * chains (tiny writes over a bufferevent_pair, a filter below that
+	 * moves a few bytes at a time) */
+	prev_cr = slack && sp.scan && byte_at(src, sp.scan - 1) == '\r';
+	if (evbuffer_ptr_set(src, &ptr, sp.scan, EVBUFFER_PTR_SET) < 0)
+		goto scanned;
 	while (stop < 0 && sp.scan < sp.len) {
-		prev_cr = slack && sp.scan && byte_at(src, sp.scan - 1) == '\r';
-		if (evbuffer_ptr_set(src, &ptr, sp.scan, EVBUFFER_PTR_SET) < 0)
+		size_t round = sp.scan;
+
+		if ((n = evbuffer_peek(src, -1, &ptr, v, PEEK_EXTENTS)) <= 0)
 			break;
-		n = evbuffer_peek(src, -1, &ptr, v, PEEK_EXTENTS);
 		for (i = 0; i < n && i < PEEK_EXTENTS && stop < 0; i++) {
 			const char *p = v[i].iov_base, *q = p, *hit;
 			const char *e = p + v[i].iov_len;
@@ -386,7 +398,11 @@ restart:
 			if (sp.scan - sp.start > limit)
 				stop = STOP_LONG;
 		}
+		if (stop < 0 && evbuffer_ptr_set(src, &ptr, sp.scan - round,
+				    EVBUFFER_PTR_ADD) < 0)
+			break;
 	}
+scanned:
 	lines_flush_batch(l, src, dst, &sp, budget, progress);
 	if (stop < 0)
 		l->scanned = sp.scan - sp.start;

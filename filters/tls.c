@@ -66,6 +66,10 @@
 #define TLS_MAX_TICKET_KEYS 16
 #define TLS_CACHE_SLOTS 256
 #define TLS_CACHE_KEY 320
+/* verify=optional has a meaning only for servers. */
+#define TLS_CLIENT_OPTIONAL "bad value 'optional' for verify: a client " \
+	"takes required (the default) or none; optional is for servers " \
+	"(ask for a client certificate, accept a connection without one)"
 
 /* Forward secrecy only, AEAD only, for TLS 1.2 (Mozilla's intermediate
  * list without DHE, which needs parameters of its own). */
@@ -109,20 +113,30 @@ struct tls_cfg {
 	size_t ntkeys;
 	int keylog_fd;
 	char id[17];		/* hex prefix of the options' hash */
+	/* the system CA store, loaded by the first connection that
+	 * verifies against it (a server that asks for no client
+	 * certificate never does): 200 KB and 240 M instructions saved */
+	pthread_mutex_t store_lock;
+	int store_loaded;
 };
 
+/*
+ * One connection. Kept small, because an idle server holds thousands:
+ * what only the handshake needs (its timer, why verification failed) is
+ * allocated for it and freed when it ends, and statistics are read from
+ * the SSL object when asked for, not kept as text.
+ */
 struct tls {
 	const struct tls_cfg *cfg;
 	struct strata_layer *layer;
-	SSL *ssl;
-	struct event *timer;
+	SSL *ssl;		/* its BIO's data is this struct */
+	struct event *timer;	/* handshake timeout; freed once done */
 	struct evbuffer *rsrc;	/* the input side's src, during a call */
 	size_t rec_left;	/* bytes of the current record not yet read */
 	struct timeval t0;
 	long hs_us;
-	char expect[256];	/* the name the peer's certificate must carry */
-	char cache_key[TLS_CACHE_KEY];
-	char verr[400];		/* why verification failed */
+	char *cache_key;	/* clients that resume: the cache's key */
+	char *verr;		/* why verification failed, once it did */
 	unsigned server : 1;
 	unsigned started : 1;
 	unsigned done : 1;
@@ -366,6 +380,16 @@ tls_bio_init(void)
 		BIO_meth_free(m);
 }
 
+/* The connection of @p ssl: the data of its BIO. (SSL_set_app_data
+ * would cost every connection an ex_data allocation.) */
+static struct tls *
+tls_of_ssl(const SSL *ssl)
+{
+	BIO *b = ssl ? SSL_get_rbio(ssl) : NULL;
+
+	return b ? BIO_get_data(b) : NULL;
+}
+
 /* ---- certificates and keys ---- */
 
 static void
@@ -504,7 +528,7 @@ static int
 tls_load_pairs(struct tls_cfg *c, const char *certs, const char *keys,
     struct strata_error *err)
 {
-	char *cs = strdup(certs), *ks = keys ? strdup(keys) : NULL;
+	char *cs = strata_strdup_(certs), *ks = keys ? strata_strdup_(keys) : NULL;
 	char *cv[TLS_MAX_PAIRS + 1], *kv[TLS_MAX_PAIRS + 1];
 	size_t nc, nk = 0, i;
 	int rc = -1;
@@ -545,8 +569,8 @@ tls_load_pairs(struct tls_cfg *c, const char *certs, const char *keys,
 	}
 	rc = 0;
 out:
-	free(cs);
-	free(ks);
+	strata_free_(cs);
+	strata_free_(ks);
 	return rc;
 }
 
@@ -641,7 +665,7 @@ static int
 tls_opt_pins(struct tls_cfg *c, const struct strata_option *o,
     struct strata_error *err)
 {
-	char *s = strdup(o->value), *v[TLS_MAX_PINS + 1];
+	char *s = strata_strdup_(o->value), *v[TLS_MAX_PINS + 1];
 	size_t n, i;
 	int rc = 0;
 
@@ -652,7 +676,7 @@ tls_opt_pins(struct tls_cfg *c, const struct strata_option *o,
 		rc = -1;
 	for (i = 0; rc == 0 && i < n; i++)
 		rc = tls_pin_parse(v[i], c->pins[i]);
-	free(s);
+	strata_free_(s);
 	if (rc < 0)
 		return cfg_fail(err, "bad value '%s' for pin: expected "
 				     "sha256:<64 hex digits or base64>, up to "
@@ -670,7 +694,7 @@ tls_opt_alpn(struct tls_cfg *c, const struct strata_option *o,
 	size_t len = strlen(o->value), off = 0;
 	const char *p = o->value, *end;
 
-	if (!len || !(c->alpn = malloc(len + 1)))
+	if (!len || !(c->alpn = strata_malloc_(len + 1)))
 		goto bad;
 	while (*p) {
 		size_t n;
@@ -714,7 +738,7 @@ tls_opt_ciphers(struct tls_cfg *c, const struct strata_option *o, int v13,
     struct strata_error *err)
 {
 	SSL_CTX *scratch = SSL_CTX_new(TLS_method());
-	char *s = strdup(o->value), *save = NULL, *tok;
+	char *s = strata_strdup_(o->value), *save = NULL, *tok;
 	int rc = -1;
 
 	if (!scratch || !s) {
@@ -741,7 +765,7 @@ tls_opt_ciphers(struct tls_cfg *c, const struct strata_option *o, int v13,
 	rc = 0;
 out:
 	SSL_CTX_free(scratch);
-	free(s);
+	strata_free_(s);
 	return rc;
 }
 
@@ -750,7 +774,7 @@ tls_opt_groups(struct tls_cfg *c, const struct strata_option *o,
     struct strata_error *err)
 {
 	SSL_CTX *scratch = SSL_CTX_new(TLS_method());
-	char *s = strdup(o->value), *save = NULL, *tok;
+	char *s = strata_strdup_(o->value), *save = NULL, *tok;
 	int rc = -1;
 
 	if (!scratch || !s) {
@@ -770,7 +794,7 @@ tls_opt_groups(struct tls_cfg *c, const struct strata_option *o,
 	rc = 0;
 out:
 	SSL_CTX_free(scratch);
-	free(s);
+	strata_free_(s);
 	return rc;
 }
 
@@ -834,7 +858,7 @@ tls_opt_tickets(struct tls_cfg *c, const char *path, struct strata_error *err)
 				     "%d bytes (openssl rand 80 > FILE)", path,
 		    TLS_MAX_TICKET_KEYS, TLS_TICKET_KEY_LEN);
 	c->ntkeys = n / TLS_TICKET_KEY_LEN;
-	if (!(c->tkeys = calloc(c->ntkeys, sizeof(*c->tkeys))))
+	if (!(c->tkeys = strata_calloc_(c->ntkeys, sizeof(*c->tkeys))))
 		return cfg_fail(err, "out of memory");
 	/* nginx's layout: name, HMAC secret, AES key */
 	for (i = 0; i < c->ntkeys; i++) {
@@ -891,10 +915,10 @@ tls_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 static int
 tls_new_session(SSL *ssl, SSL_SESSION *sess)
 {
-	struct tls *t = SSL_get_app_data(ssl);
+	struct tls *t = tls_of_ssl(ssl);
 	SSL_SESSION *copy;
 
-	if (!t || t->server || !t->cfg->resume || !t->cache_key[0])
+	if (!t || t->server || !t->cfg->resume || !t->cache_key)
 		return 0;
 	/* a copy: SSL_free() marks the connection's own session not
 	 * resumable when it ends without close_notify (bufferevent_free) */
@@ -955,12 +979,37 @@ tls_cert_names(X509 *x, char *buf, size_t len)
 		tls_name_text(X509_get_subject_name(x), buf, len);
 }
 
+/* Keep the first reason verification failed (the buffer is made only
+ * then: a connection that verifies never has one). */
+static void
+tls_set_verr(struct tls *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+tls_set_verr(struct tls *t, const char *fmt, ...)
+{
+	char buf[400];
+	va_list ap;
+
+	if (t->verr)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	t->verr = strata_strdup_(buf); /* NULL: OpenSSL's own reason is used */
+}
+
+static const char *tls_client_expect(struct tls *t, char *host,
+    size_t hlen, char *addr, size_t alen);
+
 static void
 tls_verify_detail(struct tls *t, X509_STORE_CTX *sctx)
 {
 	int code = X509_STORE_CTX_get_error(sctx);
 	X509 *x = X509_STORE_CTX_get_current_cert(sctx);
 	char subj[96] = "?", issuer[96] = "?", names[96] = "", when[40];
+	char host[128], addr[160];
+	const char *expect;
 
 	if (x) {
 		tls_name_text(X509_get_subject_name(x), subj, sizeof(subj));
@@ -971,32 +1020,32 @@ tls_verify_detail(struct tls *t, X509_STORE_CTX *sctx)
 	case X509_V_ERR_IP_ADDRESS_MISMATCH:
 		if (x)
 			tls_cert_names(x, names, sizeof(names));
-		snprintf(t->verr, sizeof(t->verr), "hostname mismatch: "
-		    "expected '%s', the certificate is for %s", t->expect,
-		    names);
+		expect = tls_client_expect(t, host, sizeof(host), addr,
+		    sizeof(addr));
+		tls_set_verr(t, "hostname mismatch: expected '%s', the "
+		    "certificate is for %s", expect ? expect : "?", names);
 		break;
 	case X509_V_ERR_CERT_HAS_EXPIRED:
 		tls_time_text(x ? X509_get0_notAfter(x) : NULL, when,
 		    sizeof(when));
-		snprintf(t->verr, sizeof(t->verr), "certificate expired on "
-		    "%s ('%s')", when, subj);
+		tls_set_verr(t, "certificate expired on %s ('%s')", when, subj);
 		break;
 	case X509_V_ERR_CERT_NOT_YET_VALID:
 		tls_time_text(x ? X509_get0_notBefore(x) : NULL, when,
 		    sizeof(when));
-		snprintf(t->verr, sizeof(t->verr), "certificate not yet "
-		    "valid: valid from %s ('%s')", when, subj);
+		tls_set_verr(t, "certificate not yet valid: valid from %s "
+		    "('%s')", when, subj);
 		break;
 	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
 	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
 	case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
 	case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
 	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-		snprintf(t->verr, sizeof(t->verr), "untrusted issuer: '%s' "
-		    "(of '%s') is not a trusted CA", issuer, subj);
+		tls_set_verr(t, "untrusted issuer: '%s' (of '%s') is not a "
+		    "trusted CA", issuer, subj);
 		break;
 	default:
-		snprintf(t->verr, sizeof(t->verr), "%s ('%s')",
+		tls_set_verr(t, "%s ('%s')",
 		    X509_verify_cert_error_string(code), subj);
 	}
 }
@@ -1004,10 +1053,8 @@ tls_verify_detail(struct tls *t, X509_STORE_CTX *sctx)
 static struct tls *
 tls_of_store(X509_STORE_CTX *sctx)
 {
-	SSL *ssl = X509_STORE_CTX_get_ex_data(sctx,
-	    SSL_get_ex_data_X509_STORE_CTX_idx());
-
-	return ssl ? SSL_get_app_data(ssl) : NULL;
+	return tls_of_ssl(X509_STORE_CTX_get_ex_data(sctx,
+	    SSL_get_ex_data_X509_STORE_CTX_idx()));
 }
 
 static int
@@ -1015,7 +1062,9 @@ tls_verify_cb(int ok, X509_STORE_CTX *sctx)
 {
 	struct tls *t = tls_of_store(sctx);
 
-	if (!ok && t && !t->verr[0])
+	/* verify=none: OpenSSL verifies anyway and ignores the result */
+	if (!ok && t && !t->verr &&
+	    SSL_get_verify_mode(t->ssl) != SSL_VERIFY_NONE)
 		tls_verify_detail(t, sctx);
 	return ok;
 }
@@ -1045,8 +1094,8 @@ tls_pin_verify(X509_STORE_CTX *sctx, void *arg)
 	}
 	OPENSSL_free(der);
 	if (t)
-		snprintf(t->verr, sizeof(t->verr), "pin mismatch: the peer's "
-		    "key is sha256:%s, not a pinned one", b64);
+		tls_set_verr(t, "pin mismatch: the peer's key is sha256:%s, "
+		    "not a pinned one", b64);
 	X509_STORE_CTX_set_error(sctx, X509_V_ERR_APPLICATION_VERIFICATION);
 	return 0;
 }
@@ -1061,18 +1110,19 @@ tls_config_free(void *cfgv)
 
 	if (!c)
 		return;
+	pthread_mutex_destroy(&c->store_lock);
 	SSL_CTX_free(c->ctx);
 	for (i = 0; i < c->npairs; i++)
 		tls_pair_clear(&c->pairs[i]);
 	if (c->tkeys)
 		OPENSSL_cleanse(c->tkeys, c->ntkeys * sizeof(*c->tkeys));
-	free(c->tkeys);
-	free(c->alpn);
-	free(c->name);
-	free(c->sni);
+	strata_free_(c->tkeys);
+	strata_free_(c->alpn);
+	strata_free_(c->name);
+	strata_free_(c->sni);
 	if (c->keylog_fd >= 0)
 		close(c->keylog_fd);
-	free(c);
+	strata_free_(c);
 }
 
 /* Options that only set a value, checked once each. */
@@ -1100,7 +1150,7 @@ tls_opt_simple(struct tls_cfg *c, const struct strata_option *o,
 	if (!strcmp(o->key, "name")) {
 		if (!o->value[0])
 			return cfg_fail(err, "name: empty");
-		return (c->name = strdup(o->value)) ? 0
+		return (c->name = strata_strdup_(o->value)) ? 0
 		    : cfg_fail(err, "out of memory");
 	}
 	if (!strcmp(o->key, "sni")) {
@@ -1112,7 +1162,7 @@ tls_opt_simple(struct tls_cfg *c, const struct strata_option *o,
 			return cfg_fail(err, "bad value '%s' for sni: expected "
 					     "a host name (never an IP "
 					     "address) or none", o->value);
-		return (c->sni = strdup(o->value)) ? 0
+		return (c->sni = strata_strdup_(o->value)) ? 0
 		    : cfg_fail(err, "out of memory");
 	}
 	return 1; /* not a simple option */
@@ -1265,8 +1315,6 @@ tls_config_apply(struct tls_cfg *c, const struct strata_option *opts,
 		if (r > 0 && tls_opt_ctx(c, o, key, err) < 0)
 			return -1;
 	}
-	if (!c->has_ca && SSL_CTX_set_default_verify_paths(c->ctx) != 1)
-		return cfg_fail(err, "ca: the system store cannot be used");
 	if (c->npins)
 		SSL_CTX_set_cert_verify_callback(c->ctx, tls_pin_verify, c);
 	if (c->alpn) {
@@ -1284,14 +1332,15 @@ static int
 tls_config(void **cfgp, const struct strata_option *opts, size_t n,
     struct strata_error *err)
 {
-	struct tls_cfg *c = calloc(1, sizeof(*c));
+	struct tls_cfg *c = strata_calloc_(1, sizeof(*c));
 	size_t i;
 
 	pthread_once(&tls_bio_once, tls_bio_init);
 	if (!c || !tls_bio_method) {
-		free(c);
+		strata_free_(c);
 		return cfg_fail(err, "out of memory");
 	}
+	pthread_mutex_init(&c->store_lock, NULL);
 	c->role = -1;
 	c->verify = VERIFY_DEFAULT;
 	c->resume = 1;
@@ -1302,7 +1351,9 @@ tls_config(void **cfgp, const struct strata_option *opts, size_t n,
 		tls_config_free(c);
 		return cfg_fail(err, "could not make an SSL_CTX");
 	}
-	if (tls_config_apply(c, opts, n, err) < 0) {
+	if (tls_config_apply(c, opts, n, err) < 0 ||
+	    (c->role == STRATA_ROLE_CLIENT && c->verify == VERIFY_OPTIONAL &&
+		cfg_fail(err, TLS_CLIENT_OPTIONAL) < 0)) {
 		for (i = 0; i < n && err; i++)
 			if (strstr(err->message, opts[i].key) ==
 			    err->message)
@@ -1336,7 +1387,8 @@ tls_fail(struct tls *t, enum strata_error_code code, const char *fmt, ...)
 	if (t->failed)
 		return;
 	t->failed = 1;
-	evtimer_del(t->timer);
+	if (t->timer)
+		evtimer_del(t->timer);
 	strata_layer_fail(t->layer, code, "%s", msg);
 }
 
@@ -1380,7 +1432,7 @@ tls_fail_handshake(struct tls *t, int e)
 	char why[160];
 	long vr = SSL_get_verify_result(t->ssl);
 
-	if (t->verr[0]) {
+	if (t->verr) {
 		tls_fail(t, STRATA_ERR_FILTER, "certificate verify failed: %s",
 		    t->verr);
 		return;
@@ -1409,7 +1461,11 @@ tls_established(struct tls *t)
 	struct timeval now;
 
 	t->done = 1;
-	evtimer_del(t->timer);
+	/* what only the handshake needed */
+	event_free(t->timer);
+	t->timer = NULL;
+	strata_free_(t->verr);
+	t->verr = NULL;
 	gettimeofday(&now, NULL);
 	t->hs_us = (now.tv_sec - t->t0.tv_sec) * 1000000L +
 	    (now.tv_usec - t->t0.tv_usec);
@@ -1476,12 +1532,29 @@ tls_peer_host(struct tls *t, char *host, size_t hlen, char *addr,
 		snprintf(host, hlen, "%.*s", (int)(end - addr), addr);
 }
 
+/* The name a client checks the server's certificate against (and sends
+ * as SNI unless sni= says otherwise): name=, sni=, the host of the stack
+ * string, or the peer's address; NULL if there is none. */
+static const char *
+tls_client_expect(struct tls *t, char *host, size_t hlen, char *addr,
+    size_t alen)
+{
+	const struct tls_cfg *c = t->cfg;
+	const char *expect = c->name ? c->name : c->sni;
+
+	tls_peer_host(t, host, hlen, addr, alen);
+	if (!expect)
+		expect = strata_layer_peer_name(t->layer);
+	if (!expect && host[0])
+		expect = host;
+	return expect;
+}
+
 static int
 tls_client_check_name(struct tls *t, const char *expect)
 {
 	SSL *ssl = t->ssl;
 
-	snprintf(t->expect, sizeof(t->expect), "%s", expect);
 	if (tls_is_ip(expect))
 		return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl),
 		    expect) == 1 ? 0 : -1;
@@ -1494,15 +1567,11 @@ static int
 tls_client_setup(struct tls *t)
 {
 	const struct tls_cfg *c = t->cfg;
-	char host[128], addr[160];
-	const char *expect = c->name ? c->name : c->sni, *sni = NULL;
+	char host[128], addr[160], key[TLS_CACHE_KEY];
+	const char *expect, *sni = NULL;
 	SSL_SESSION *sess;
 
-	tls_peer_host(t, host, sizeof(host), addr, sizeof(addr));
-	if (!expect)
-		expect = strata_layer_peer_name(t->layer);
-	if (!expect && host[0])
-		expect = host;
+	expect = tls_client_expect(t, host, sizeof(host), addr, sizeof(addr));
 	if (!c->sni_off) {
 		sni = c->sni ? c->sni : expect;
 		if (sni && !tls_is_ip(sni) &&
@@ -1520,8 +1589,12 @@ tls_client_setup(struct tls *t)
 			goto bad;
 	}
 	if (c->resume) {
-		snprintf(t->cache_key, sizeof(t->cache_key), "%s|%s|%s", c->id,
+		snprintf(key, sizeof(key), "%s|%s|%s", c->id,
 		    expect ? expect : "", addr);
+		if (!(t->cache_key = strata_strdup_(key))) {
+			tls_fail(t, STRATA_ERR_NOMEM, "out of memory");
+			return -1;
+		}
 		if ((sess = tls_cache_get(t->cache_key)) != NULL) {
 			SSL_set_session(t->ssl, sess);
 			SSL_SESSION_free(sess);
@@ -1554,6 +1627,31 @@ tls_start(void *ctx)
 	tls_flush_side(t);
 }
 
+/*
+ * Load the system CA store into the shared SSL_CTX the first time a
+ * connection will verify against it: a client without ca= or pin=, a
+ * server asking for client certificates without ca=. Under a lock, before
+ * SSL_new(), so no connection of this config is verifying meanwhile.
+ */
+static int
+tls_need_store(const struct tls_cfg *cc, int server)
+{
+	/* the config is ours (made by tls_config), only handed on as const */
+	struct tls_cfg *c = (struct tls_cfg *)(uintptr_t)cc;
+	int ok = 1;
+
+	if (c->has_ca || c->npins || c->verify == VERIFY_NONE ||
+	    (server && c->verify == VERIFY_DEFAULT))
+		return 0;
+	pthread_mutex_lock(&c->store_lock);
+	if (!c->store_loaded)
+		c->store_loaded = ok =
+		    SSL_CTX_set_default_verify_paths(c->ctx) == 1;
+	pthread_mutex_unlock(&c->store_lock);
+	ERR_clear_error();
+	return ok ? 0 : -1;
+}
+
 static void
 tls_destroy(void *ctx)
 {
@@ -1562,7 +1660,9 @@ tls_destroy(void *ctx)
 	if (t->timer)
 		event_free(t->timer);
 	SSL_free(t->ssl);
-	free(t);
+	strata_free_(t->cache_key);
+	strata_free_(t->verr);
+	strata_free_(t);
 }
 
 static void *
@@ -1574,7 +1674,7 @@ tls_create(const void *cfgv, struct strata_layer *layer,
 	BIO *bio;
 	int mode = SSL_VERIFY_NONE;
 
-	if (!c || !(t = calloc(1, sizeof(*t)))) {
+	if (!c || !(t = strata_calloc_(1, sizeof(*t)))) {
 		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
 		return NULL;
 	}
@@ -1585,7 +1685,18 @@ tls_create(const void *cfgv, struct strata_layer *layer,
 	if (t->server && !c->npairs) {
 		strata_error_set(err, STRATA_ERR_OPTION, "a server needs cert= "
 		    "(and key=), or cert=self-signed");
-		free(t);
+		strata_free_(t);
+		return NULL;
+	}
+	if (!t->server && c->verify == VERIFY_OPTIONAL) {
+		strata_error_set(err, STRATA_ERR_OPTION, TLS_CLIENT_OPTIONAL);
+		strata_free_(t);
+		return NULL;
+	}
+	if (tls_need_store(c, t->server) < 0) {
+		strata_error_set(err, STRATA_ERR_OPTION, "ca: the system store "
+		    "cannot be used");
+		strata_free_(t);
 		return NULL;
 	}
 	if ((t->ssl = SSL_new(c->ctx)) != NULL &&
@@ -1600,7 +1711,6 @@ tls_create(const void *cfgv, struct strata_layer *layer,
 		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
 		return NULL;
 	}
-	SSL_set_app_data(t->ssl, t);
 	if (t->server)
 		mode = c->verify == VERIFY_REQUIRED
 		    ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
@@ -1678,6 +1788,10 @@ tls_read_loop(struct tls *t, struct evbuffer *src, struct evbuffer *dst,
 		if (e == SSL_ERROR_ZERO_RETURN) {
 			t->got_close = 1; /* the peer's close_notify */
 			evbuffer_drain(src, evbuffer_get_length(src));
+			/* EOF now, not at the transport's: a peer may wait
+			 * for our close_notify before it closes (Python's
+			 * unwrap(), SSL_shutdown() called twice) */
+			strata_layer_input_end(t->layer);
 			break;
 		}
 		return tls_fail_io(t, "read", e);

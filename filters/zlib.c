@@ -225,7 +225,7 @@ static int
 zlib_config(void **cfgp, const struct strata_option *opts, size_t n,
     struct strata_error *err)
 {
-	struct zlib_cfg *c = malloc(sizeof(*c));
+	struct zlib_cfg *c = strata_malloc_(sizeof(*c));
 	size_t i;
 
 	if (!c) {
@@ -235,7 +235,7 @@ zlib_config(void **cfgp, const struct strata_option *opts, size_t n,
 	*c = zlib_defaults;
 	for (i = 0; i < n; i++) {
 		if (zlib_config_one(c, &opts[i], err) < 0) {
-			free(c);
+			strata_free_(c);
 			return -1;
 		}
 	}
@@ -247,7 +247,7 @@ static void *
 zlib_create(const void *cfg, struct strata_layer *layer,
     struct strata_error *err)
 {
-	struct zlib *z = calloc(1, sizeof(*z));
+	struct zlib *z = strata_calloc_(1, sizeof(*z));
 
 	if (!z) {
 		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
@@ -265,7 +265,7 @@ def_close(struct zlib *z)
 	if (!z->def)
 		return;
 	deflateEnd(z->def);
-	free(z->def);
+	strata_free_(z->def);
 	z->def = NULL;
 }
 
@@ -275,7 +275,7 @@ inf_close(struct zlib *z)
 	if (!z->inf)
 		return;
 	inflateEnd(z->inf);
-	free(z->inf);
+	strata_free_(z->inf);
 	z->inf = NULL;
 }
 
@@ -286,7 +286,7 @@ zlib_destroy(void *ctx)
 
 	def_close(z);
 	inf_close(z);
-	free(z);
+	strata_free_(z);
 }
 
 /* Fail the layer (a context made without one, by a direct caller, just
@@ -309,6 +309,36 @@ zlib_fail(struct zlib *z, enum strata_error_code code, const char *fmt, ...)
 	return BEV_ERROR;
 }
 
+/* zlib's states come from strata's allocator too. */
+static voidpf
+zlib_alloc(voidpf opaque, uInt items, uInt size)
+{
+	(void)opaque;
+	/* uninitialised, as zlib's own zcalloc gives it */
+	if (size && items > (uInt)-1 / size)
+		return Z_NULL;
+	return strata_malloc_((size_t)items * size);
+}
+
+static void
+zlib_free(voidpf opaque, voidpf p)
+{
+	(void)opaque;
+	strata_free_(p);
+}
+
+static z_stream *
+zstream_new(void)
+{
+	z_stream *zs = strata_calloc_(1, sizeof(*zs));
+
+	if (zs) {
+		zs->zalloc = zlib_alloc;
+		zs->zfree = zlib_free;
+	}
+	return zs;
+}
+
 /* windowBits for deflateInit2/inflateInit2: the format picks the wrapper. */
 static int
 zlib_wbits(enum zlib_format f, int window)
@@ -329,13 +359,13 @@ def_open(struct zlib *z, int small)
 	const struct zlib_cfg *c = z->cfg;
 	int r;
 
-	if (!(z->def = calloc(1, sizeof(*z->def))))
+	if (!(z->def = zstream_new()))
 		return Z_MEM_ERROR;
 	r = deflateInit2(z->def, c->level, Z_DEFLATED,
 	    zlib_wbits(c->format, small ? 9 : c->window),
 	    small ? 1 : c->memlevel, c->strategy);
 	if (r != Z_OK) {
-		free(z->def);
+		strata_free_(z->def);
 		z->def = NULL;
 	}
 	return r;
@@ -596,11 +626,11 @@ inf_open(struct zlib *z)
 	const struct zlib_cfg *c = z->cfg;
 	int r;
 
-	if (!(z->inf = calloc(1, sizeof(*z->inf))))
+	if (!(z->inf = zstream_new()))
 		return Z_MEM_ERROR;
 	r = inflateInit2(z->inf, zlib_wbits(c->format, c->window));
 	if (r != Z_OK) {
-		free(z->inf);
+		strata_free_(z->inf);
 		z->inf = NULL;
 	}
 	return r;

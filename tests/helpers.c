@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -200,4 +201,18 @@ th_register_test_filters(void)
 	strata_register_filter(&guard_type, NULL);
 	strata_register_filter(&spin_type, NULL);
 	strata_register_filter(&pass_type, NULL);
+}
+
+int
+th_under_valgrind(void)
+{
+	const char *pre = getenv("LD_PRELOAD");
+
+	return pre && strstr(pre, "vgpreload") != NULL;
+}
+
+size_t
+th_scaled(size_t n, size_t small)
+{
+	return th_under_valgrind() ? small : n;
 }

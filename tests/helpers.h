@@ -25,6 +25,14 @@ void th_run_for(struct event_base *base, int ms);
 /* Fill @p buf with a deterministic pattern starting at stream offset @p off. */
 void th_pattern(unsigned char *buf, size_t len, size_t off);
 
+/* Whether the program runs under valgrind (its preload library is in
+ * LD_PRELOAD): memcheck runs zlib and OpenSSL tens of times slower, so the
+ * bulk tests move less there (every path is still crossed many times). */
+int th_under_valgrind(void);
+
+/* @p n, or @p small under valgrind. */
+size_t th_scaled(size_t n, size_t small);
+
 /* Count open file descriptors of this process. */
 int th_count_fds(void);
 

@@ -866,6 +866,64 @@ START_TEST(write_low_watermark)
 }
 END_TEST
 
+/*
+ * At the default low watermark of 0 the write callback means what a socket
+ * bufferevent's means: everything written was handed to the fd. evhttp
+ * shuts a "Connection: close" socket down and frees it from that callback;
+ * any byte still inside the stack then would be lost.
+ */
+struct closer {
+	struct fx *f;
+	int calls;
+	size_t pending;		/* transport output at the callback */
+};
+
+static void
+closer_write(struct bufferevent *bev, void *arg)
+{
+	struct closer *c = arg;
+
+	c->calls++;
+	c->pending = evbuffer_get_length(bufferevent_get_output(bev)) +
+	    evbuffer_get_length(bufferevent_get_output(strata_transport(bev)));
+	/* what evhttp_connection_free does */
+	shutdown(c->f->fds[0], SHUT_WR);
+	bufferevent_free(bev);
+	c->f->top = NULL;
+}
+
+#define CLOSE_TOTAL (2 * MB)
+
+START_TEST(write_callback_means_handed_to_fd)
+{
+	struct fx f;
+	struct peer p;
+	struct closer c = {.f = &f};
+	unsigned char *data = pattern_alloc(CLOSE_TOTAL, 0);
+
+	fx_open(&f, 0);
+	bufferevent_setcb(f.top, NULL, closer_write, NULL, &c);
+	ck_assert_int_eq(bufferevent_enable(f.top, EV_WRITE), 0);
+	peer_init(&p, f.base, f.fds[1], 1);
+
+	ck_assert_int_eq(bufferevent_write(f.top, data, CLOSE_TOTAL), 0);
+	th_run_for(f.base, 50);
+	ck_assert_msg(!c.calls, "write callback while the peer reads nothing "
+	    "(the socket cannot have taken %d bytes)", CLOSE_TOTAL);
+
+	peer_start_reading(&p);
+	peer_wait(f.base, &p, CLOSE_TOTAL + 1, 5000, "all bytes and EOF");
+	ck_assert_int_eq(c.calls, 1);
+	ck_assert_uint_eq(c.pending, 0);
+	ck_assert_msg(!p.bad, "wrong byte at offset %zu", p.bad - 1);
+	ck_assert_uint_eq(p.got, CLOSE_TOTAL);
+	ck_assert(p.eof);
+	free(data);
+	peer_free(&p);
+	fx_close(&f);
+}
+END_TEST
+
 /* ================================================================ */
 /* write high watermarks below the top */
 
@@ -2036,6 +2094,8 @@ main(void)
 	ADD(s, "read_low_watermark", read_low_watermark);
 	ADD(s, "read_high_watermark", read_high_watermark);
 	ADD(s, "write_low_watermark", write_low_watermark);
+	ADD(s, "write_callback_means_handed_to_fd",
+	    write_callback_means_handed_to_fd);
 	ADD(s, "write_high_watermark", write_high_watermark_below);
 	ADD(s, "close_on_free", close_on_free_closes,
 	    close_on_free_transport_survives, close_on_free_not_without);

@@ -238,9 +238,14 @@ struct peer {
 	int connected, eof, errors;
 	int connected_done; /* the layer was done when CONNECTED came */
 	int echo;
+	int finish;	/* echo one read's worth, then end the stream */
 	int *live;	/* set: free itself at EOF or error, count down */
+	struct server *srv; /* accepted by this server */
 	char err[STRATA_ERROR_MAX];
 };
+
+struct server;
+static void server_connected(struct server *s);
 
 static void
 peer_read(struct bufferevent *bev, void *arg)
@@ -248,9 +253,11 @@ peer_read(struct bufferevent *bev, void *arg)
 	struct peer *p = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 
-	if (p->echo)
+	if (p->echo) {
 		bufferevent_write_buffer(bev, in);
-	else
+		if (p->finish)
+			bufferevent_flush(bev, EV_WRITE, BEV_FINISHED);
+	} else
 		evbuffer_add_buffer(p->got, in);
 	if (p->want && evbuffer_get_length(p->got) >= p->want)
 		p->enough = 1;
@@ -265,6 +272,8 @@ peer_event(struct bufferevent *bev, short what, void *arg)
 
 	if (what & BEV_EVENT_CONNECTED) {
 		p->connected++;
+		if (p->srv)
+			server_connected(p->srv);
 		strata_layer_describe(bev, 1, d, sizeof(d));
 		p->connected_done = strstr(d, "version=") != NULL;
 	}
@@ -352,8 +361,16 @@ struct server {
 	struct strata_listener *l;
 	struct peer *p[MAX_PEERS];
 	int n, echo, port;
+	int finish;	/* echo, then close_notify (struct peer) */
+	int accepted, connected; /* all of them, counted */
 	int live;	/* more connections, freed at their end */
 };
+
+static void
+server_connected(struct server *s)
+{
+	s->connected++;
+}
 
 static void
 srv_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
@@ -362,6 +379,9 @@ srv_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
 	struct peer *p = peer_new(top, s->echo);
 
 	(void)l;
+	p->finish = s->finish;
+	p->srv = s;
+	s->accepted++;
 	if (s->n < MAX_PEERS)
 		s->p[s->n++] = p;
 	else {
@@ -710,6 +730,8 @@ START_TEST(strata_both_ends_tls13)
 	ck_has(describe(c, 1), "cipher=TLS_");
 	ck_has(describe(c, 1), "resumed=no");
 	ck_has(describe(c, 1), "role=client");
+	ck_has(describe(c, 1), "handshake=");
+	ck_has(describe(c, 1), "peer=\"CN=localhost,O=strata test\"");
 	sp = srv_wait_peer(&s, 0);
 	ck_assert_int_eq(sp->connected, 1);
 	ck_assert_int_eq(sp->connected_done, 1);
@@ -737,6 +759,9 @@ START_TEST(tls12_and_ip_address_check)
 	exchange(base, c, "tls 1.2\n");
 	ck_has(describe(c, 1), "version=TLSv1.2");
 	ck_has(describe(c, 1), "cipher=ECDHE-");
+	/* an IP address is never sent as SNI */
+	ck_assert_msg(!strstr(describe(srv_wait_peer(&s, 0), 1), "sni="),
+	    "%s", describe(s.p[0], 1));
 	peer_destroy(c);
 	srv_teardown(&s);
 	event_base_free(base);
@@ -763,13 +788,27 @@ static const struct {
 	    "certificate verify failed: pin mismatch: the peer's key is "
 	    "sha256:"},
 	{"expired.pem", "ca=%s/ca.pem, name=localhost",
-	    "certificate verify failed: certificate expired on "},
+	    "certificate verify failed: certificate expired on 2"},
 	{"future.pem", "ca=%s/ca.pem, name=localhost",
 	    "certificate verify failed: certificate not yet valid: valid "
-	    "from "},
+	    "from 2"},
+	/* the system store (loaded by this first verifying connection)
+	 * does not know the test root */
 	{NULL, "name=localhost",
 	    "certificate verify failed: untrusted issuer"},
+	/* no name=: the address is checked, and not in this certificate */
+	{"alt.pem", "ca=%s/ca.pem",
+	    "certificate verify failed: hostname mismatch: expected "
+	    "'127.0.0.1', the certificate is for other.example"},
+	{"self-signed", "ca=%s/ca.pem, name=localhost",
+	    "certificate verify failed: untrusted issuer: 'CN=strata "
+	    "self-signed' (of 'CN=strata self-signed') is not a trusted CA"},
 };
+
+/* The end of the expired and not-yet-valid messages: the date's time,
+ * its zone and the certificate's subject. */
+#define DATE_TAIL " UTC ('CN=localhost,O=strata test')"
+
 
 START_TEST(verify_failures)
 {
@@ -778,7 +817,11 @@ START_TEST(verify_failures)
 	struct peer *c, *sp;
 	char opts[512], stack[512];
 
-	if (verify_cases[_i].server) {
+	if (verify_cases[_i].server &&
+	    !strcmp(verify_cases[_i].server, "self-signed")) {
+		srv_setup(&s, base, "tcp://127.0.0.1:0 | tls(cert=self-signed)",
+		    1);
+	} else if (verify_cases[_i].server) {
 		snprintf(stack, sizeof(stack), "tcp://127.0.0.1:0 | "
 		    "tls(cert=%s/%s)", tmpdir, verify_cases[_i].server);
 		srv_setup(&s, base, stack, 1);
@@ -788,6 +831,12 @@ START_TEST(verify_failures)
 	c = client_tls(base, s.port, opts, NULL);
 	bufferevent_write(c->top, "never\n", 6);
 	expect_error(base, c, verify_cases[_i].expect, 3000);
+	if (strstr(verify_cases[_i].expect, "expired on") ||
+	    strstr(verify_cases[_i].expect, "valid from"))
+		ck_assert_msg(strlen(c->err) > strlen(DATE_TAIL) &&
+		    !strcmp(c->err + strlen(c->err) - strlen(DATE_TAIL),
+			DATE_TAIL), "'%s' does not end in '%s'", c->err,
+		    DATE_TAIL);
 	ck_assert_int_eq(c->connected, 0);
 	ck_assert(strncmp(c->err, "tls: ", 5) == 0);
 	/* the server hears about it from the client's alert */
@@ -900,6 +949,29 @@ START_TEST(mutual_tls)
 	th_run_until(base, &sp->errors, 3000, "the server's refusal");
 	ck_has(sp->err, "peer did not return a certificate");
 	ck_assert_uint_eq(evbuffer_get_length(sp->got), 0);
+	peer_destroy(c);
+	srv_teardown(&s);
+	/* verify=optional: a client without a certificate is accepted,
+	 * one with a trusted certificate shows it */
+	snprintf(extra, sizeof(extra), "verify=optional, ca=%s/ca.pem",
+	    tmpdir);
+	srv_tls(&s, base, extra, 1);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost", tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	th_run_until(base, &c->connected, 3000, "CONNECTED without a cert");
+	exchange(base, c, "optional\n");
+	sp = srv_wait_peer(&s, 0);
+	ck_assert_msg(!strstr(describe(sp, 1), "peer="), "%s",
+	    describe(sp, 1));
+	peer_destroy(c);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost, "
+	    "cert=%s/client.pem, key=%s/client.key", tmpdir, tmpdir, tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	th_run_until(base, &c->connected, 3000, "CONNECTED with a cert");
+	exchange(base, c, "optional\n");
+	sp = srv_wait_peer(&s, 1);
+	ck_has(describe(sp, 1), "peer=\"CN=strata client,O=strata test\"");
+	ck_assert_int_eq(sp->errors, 0);
 	peer_destroy(c);
 	srv_teardown(&s);
 	/* a client certificate from a CA the server does not trust */
@@ -1342,11 +1414,7 @@ END_TEST
 static size_t
 big_total(void)
 {
-	const char *pre = getenv("LD_PRELOAD");
-
-	if (pre && strstr(pre, "vgpreload"))
-		return (size_t)64 << 20;
-	return (size_t)1 << 30;
+	return th_scaled((size_t)1 << 30, (size_t)64 << 20);
 }
 
 struct big {
@@ -1632,6 +1700,13 @@ static const struct {
 	{"min=1.1", "tls: bad value '1.1' for min"},
 	{"min=1.3, max=1.2", "tls: min is above max"},
 	{"verify=maybe", "tls: bad value 'maybe' for verify"},
+	/* refused at parse time with role=client, when the connecting
+	 * stack is built otherwise (its role is known then) */
+	{"role=client, verify=optional", "tls: bad value 'optional' for "
+	    "verify: a client takes required (the default) or none; "
+	    "optional is for servers"},
+	{"verify=optional", "tls: bad value 'optional' for verify: a client "
+	    "takes required (the default) or none"},
 	{"sni=127.0.0.1", "tls: bad value '127.0.0.1' for sni"},
 	{"dirty=sometimes", "tls: bad value 'sometimes' for dirty"},
 	{"handshake-timeout=forever",
@@ -1975,6 +2050,54 @@ START_TEST(evhttp_with_curl)
 }
 END_TEST
 
+/*
+ * evhttp answers "Connection: close" (and HTTP/1.0) requests, then shuts
+ * the socket down and frees it from the top's write callback: the reply
+ * must be at the socket by then (the write callback at low watermark 0).
+ */
+#define CLOSE_REQS 12
+
+START_TEST(evhttp_connection_close_with_curl)
+{
+	struct event_base *base = event_base_new();
+	struct child cl;
+	struct evhttp *http;
+	char filters[512], url[64];
+	const char *argv[4 + 2 * CLOSE_REQS + 8];
+	int port, n = 0, i, ok = 0;
+	struct evbuffer_ptr p;
+
+	snprintf(filters, sizeof(filters), "tls(" SRV_OPTS ", "
+	    "alpn=http/1.1)", tmpdir, tmpdir);
+	http = https_server(base, filters, &port);
+	snprintf(url, sizeof(url), "https://localhost:%d/", port);
+	argv[n++] = "curl";
+	argv[n++] = "-sS";
+	argv[n++] = "--cacert";
+	argv[n++] = P("ca.pem");
+	argv[n++] = "-H";
+	argv[n++] = "Connection: close";
+	argv[n++] = "-w";
+	argv[n++] = "\nstatus %{http_code}\n";
+	for (i = 0; i < CLOSE_REQS; i++)
+		argv[n++] = url;
+	argv[n] = NULL;
+	child_start(base, &cl, (char *const *)argv);
+	th_run_until(base, &cl.closed, 10000, "curl to finish");
+	p = evbuffer_search(cl.buf, "status 200", 10, NULL);
+	while (p.pos >= 0) {
+		ok++;
+		evbuffer_ptr_set(cl.buf, &p, 1, EVBUFFER_PTR_ADD);
+		p = evbuffer_search(cl.buf, "status 200", 10, &p);
+	}
+	ck_assert_msg(ok == CLOSE_REQS, "%d of %d replies arrived", ok,
+	    CLOSE_REQS);
+	child_stop(&cl);
+	evhttp_free(http);
+	event_base_free(base);
+}
+END_TEST
+
 /* ---- libevent's HTTP client over a strata stack ---- */
 
 struct evc_reply {
@@ -1999,11 +2122,12 @@ evc_done(struct evhttp_request *req, void *arg)
 
 /*
  * evhttp_connection_base_bufferevent_new() with a strata top works, with
- * the two conditions the README's tls section explains: the top needs
- * BEV_OPT_DEFER_CALLBACKS (without it the first request is written but
- * its response never read: the test hangs), and evhttp connects a socket
- * of its own under the stack, so the one strata_connect() opened is left
- * open and must be closed by the caller.
+ * the condition the README's tls section explains: evhttp connects a
+ * socket of its own under the stack, so the one strata_connect() opened
+ * is left open and must be closed by the caller. No
+ * BEV_OPT_DEFER_CALLBACKS: evhttp installs the write callback that starts
+ * reading the response after it wrote the request, which works because a
+ * top's write callback comes once the bytes reached the socket.
  */
 START_TEST(evhttp_client_over_strata)
 {
@@ -2022,8 +2146,7 @@ START_TEST(evhttp_client_over_strata)
 	http = https_server(base, filters, &port);
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | tls(ca=%s/ca.pem, "
 	    "name=localhost, alpn=http/1.1)", port, tmpdir);
-	top = strata_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE |
-	    BEV_OPT_DEFER_CALLBACKS, &err);
+	top = strata_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE, &err);
 	ck_assert_msg(top != NULL, "connect: %s", err.message);
 	for (fd = 0; fd < (int)sizeof(before); fd++)
 		before[fd] = fcntl(fd, F_GETFD) >= 0;
@@ -2117,6 +2240,707 @@ START_TEST(sslscan_finds_nothing_weak)
 }
 END_TEST
 
+/* ---- gaps of issue 5's list, filled ---- */
+
+/* sni=: a name other than the one checked, or none at all. */
+START_TEST(sni_option)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c;
+	char opts[256];
+
+	srv_tls(&s, base, "", 1);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost, "
+	    "sni=www.example", tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	th_run_until(base, &c->connected, 3000, "CONNECTED with sni=");
+	exchange(base, c, "sni\n");
+	ck_has(describe(srv_wait_peer(&s, 0), 1), "sni=www.example");
+	peer_destroy(c);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost, "
+	    "sni=none", tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	th_run_until(base, &c->connected, 3000, "CONNECTED with sni=none");
+	exchange(base, c, "no sni\n");
+	ck_assert_msg(!strstr(describe(srv_wait_peer(&s, 1), 1), "sni="),
+	    "%s", describe(s.p[1], 1));
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+/* What both sides must agree on, and the messages when they do not. */
+static const struct {
+	const char *server, *client; /* extra options of each side */
+	const char *server_err, *client_err;
+} mismatch_cases[] = {
+	{"alpn=h2", "alpn=http/1.1",
+	    "tls: handshake failed: no application protocol",
+	    "tls: handshake failed: the peer sent an alert: tlsv1 alert no "
+	    "application protocol"},
+	{"max=1.2", "min=1.3",
+	    "tls: handshake failed: no TLS version both sides allow "
+	    "(unsupported protocol)",
+	    "tls: handshake failed: the peer sent an alert: tlsv1 alert "
+	    "protocol version"},
+	{"max=1.2, ciphers=ECDHE-ECDSA-AES128-GCM-SHA256",
+	    "max=1.2, ciphers=ECDHE-ECDSA-CHACHA20-POLY1305",
+	    "tls: handshake failed: no cipher both sides allow (no shared "
+	    "cipher)",
+	    "tls: handshake failed: the peer sent an alert: sslv3 alert "
+	    "handshake failure"},
+	{"groups=P-384", "groups=X25519",
+	    "tls: handshake failed: no key exchange group both sides allow "
+	    "(no suitable key share)",
+	    "tls: handshake failed: the peer sent an alert: sslv3 alert "
+	    "handshake failure"},
+};
+
+START_TEST(negotiation_mismatch)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c, *sp;
+	char opts[256];
+
+	srv_tls(&s, base, mismatch_cases[_i].server, 1);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost, %s",
+	    tmpdir, mismatch_cases[_i].client);
+	c = client_tls(base, s.port, opts, NULL);
+	bufferevent_write(c->top, "never\n", 6);
+	expect_error(base, c, mismatch_cases[_i].client_err, 3000);
+	sp = srv_wait_peer(&s, 0);
+	expect_error(base, sp, mismatch_cases[_i].server_err, 3000);
+	ck_assert_int_eq(c->connected + sp->connected, 0);
+	ck_assert_uint_eq(evbuffer_get_length(sp->got), 0);
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+/* ciphersuites=, ciphers= and groups= choose what is negotiated. */
+START_TEST(chosen_suite_cipher_group)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c;
+	char opts[256];
+
+	srv_tls(&s, base, "groups=P-384:X25519", 1);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost, "
+	    "ciphersuites=TLS_CHACHA20_POLY1305_SHA256, groups=P-384",
+	    tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	th_run_until(base, &c->connected, 3000, "CONNECTED (chacha20)");
+	exchange(base, c, "suite\n");
+	ck_has(describe(c, 1), "cipher=TLS_CHACHA20_POLY1305_SHA256");
+	peer_destroy(c);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost, max=1.2, "
+	    "ciphers=ECDHE-ECDSA-AES256-GCM-SHA384", tmpdir);
+	c = client_tls(base, s.port, opts, NULL);
+	th_run_until(base, &c->connected, 3000, "CONNECTED (TLS 1.2)");
+	exchange(base, c, "cipher\n");
+	ck_has(describe(c, 1), "cipher=ECDHE-ECDSA-AES256-GCM-SHA384");
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+/* The issue's showcase stack, both ends: tcp | tls | zlib | lines. */
+START_TEST(tls_zlib_lines_end_to_end)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c, *sp;
+	char stack[512];
+	int i;
+
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:0 | tls(" SRV_OPTS
+	    ") | zlib | lines", tmpdir, tmpdir);
+	srv_setup(&s, base, stack, 1);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | tls(ca=%s/"
+	    "ca.pem, name=localhost) | zlib | lines", s.port, tmpdir);
+	c = client_new(base, stack);
+	th_run_until(base, &c->connected, 3000, "CONNECTED (three layers)");
+	for (i = 0; i < 20; i++)
+		exchange(base, c, "a line through tls, zlib and lines, "
+		    "compressed and encrypted\n");
+	ck_has(describe(c, 1), "version=TLSv1.3");
+	ck_has(strata_layer_describe(c->top, 2, stack, sizeof(stack)) > 0
+	    ? stack : "", "zlib");
+	sp = srv_wait_peer(&s, 0);
+	ck_has(describe(sp, 1), "role=server");
+	ck_assert_int_eq(c->errors + sp->errors, 0);
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+/* ---- Python's ssl module as the peer ---- */
+
+static const char py_client[] =
+    "import socket, ssl, sys\n"
+    "port, ca = int(sys.argv[1]), sys.argv[2]\n"
+    "ctx = ssl.create_default_context(cafile=ca)\n"
+    "ctx.set_alpn_protocols(['h2', 'http/1.1'])\n"
+    "sess = None\n"
+    "for i in range(2):\n"
+    "    raw = socket.create_connection(('127.0.0.1', port))\n"
+    "    s = ctx.wrap_socket(raw, server_hostname='localhost', "
+    "session=sess)\n"
+    "    s.sendall(b'from python %d\\n' % i)\n"
+    "    got = b''\n"
+    "    while not got.endswith(b'\\n'):\n"
+    "        got += s.recv(100)\n"
+    "    print('GOT', got.decode().strip(), s.version(), s.cipher()[0],\n"
+    "          s.selected_alpn_protocol(), 'reused=%s' % s.session_reused)\n"
+    "    sess = s.session\n"
+    "    s.unwrap()\n"
+    "    s.close()\n"
+    "print('DONE')\n";
+
+static const char py_server[] =
+    "import socket, ssl, sys\n"
+    "d = sys.argv[1]\n"
+    "ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n"
+    "ctx.load_cert_chain(d + '/srv.pem', d + '/srv.key')\n"
+    "ctx.load_verify_locations(d + '/ca.pem')\n"
+    "ctx.verify_mode = ssl.CERT_REQUIRED\n"
+    "ctx.set_alpn_protocols(['http/1.1'])\n"
+    "ls = socket.socket()\n"
+    "ls.bind(('127.0.0.1', 0))\n"
+    "ls.listen(1)\n"
+    "print('PORT %d' % ls.getsockname()[1], flush=True)\n"
+    "conn, _ = ls.accept()\n"
+    "s = ctx.wrap_socket(conn, server_side=True)\n"
+    "line = b''\n"
+    "while not line.endswith(b'\\n'):\n"
+    "    line += s.recv(100)\n"
+    "cn = dict(x[0] for x in s.getpeercert()['subject'])['commonName']\n"
+    "print('PEER', cn, s.version(), s.selected_alpn_protocol(), "
+    "flush=True)\n"
+    "s.sendall(b'py:' + line)\n"
+    "s.unwrap()\n"
+    "s.close()\n"
+    "print('CLOSED', flush=True)\n";
+
+static const char *
+py_script(const char *name, const char *text)
+{
+	const char *path = P(name);
+	FILE *f = fopen(path, "w");
+
+	ck_assert_ptr_nonnull(f);
+	fputs(text, f);
+	fclose(f);
+	return path;
+}
+
+START_TEST(python_client)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct child cl;
+	char port[16];
+	const char *argv[] = {"python3", NULL, port, NULL, NULL};
+
+	srv_tls(&s, base, "alpn=http/1.1;h2", 1);
+	/* the server ends each stream after the echo: Python's unwrap()
+	 * sends close_notify and waits for the server's */
+	s.finish = 1;
+	snprintf(port, sizeof(port), "%d", s.port);
+	argv[1] = py_script("client.py", py_client);
+	argv[3] = P("ca.pem");
+	child_start(base, &cl, (char *const *)argv);
+	child_expect(base, &cl, "DONE", 10000);
+	/* the server's ALPN order wins; the second connection resumes */
+	child_expect(base, &cl, "GOT from python 0 TLSv1.3 TLS_AES_256_GCM_"
+	    "SHA384 http/1.1 reused=False", 0);
+	child_expect(base, &cl, "GOT from python 1 TLSv1.3 TLS_AES_256_GCM_"
+	    "SHA384 http/1.1 reused=True", 0);
+	srv_wait_peer(&s, 1);
+	ck_has(describe(s.p[1], 1), "resumed=yes");
+	ck_has(describe(s.p[1], 1), "sni=localhost");
+	/* Python's unwrap() sent close_notify, then it closed: EOF */
+	th_run_until(base, &s.p[1]->eof, 3000, "EOF after unwrap()");
+	ck_has(describe(s.p[1], 1), "close_notify=received,sent");
+	ck_assert_int_eq(s.p[0]->errors + s.p[1]->errors, 0);
+	child_stop(&cl);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+/*
+ * A peer that sends close_notify and then waits for ours before it closes
+ * TCP (Python's unwrap(), SSL_shutdown() called twice): its close_notify
+ * is the EOF, while its socket stays open; our close answers it.
+ */
+static const char py_unwrap[] =
+    "import socket, ssl, sys, time\n"
+    "port, ca = int(sys.argv[1]), sys.argv[2]\n"
+    "ctx = ssl.create_default_context(cafile=ca)\n"
+    "raw = socket.create_connection(('127.0.0.1', port))\n"
+    "s = ctx.wrap_socket(raw, server_hostname='localhost')\n"
+    "s.sendall(b'ping\\n')\n"
+    "got = b''\n"
+    "while not got.endswith(b'\\n'):\n"
+    "    got += s.recv(100)\n"
+    "print('GOT', got.decode().strip(), flush=True)\n"
+    "t0 = time.monotonic()\n"
+    "raw2 = s.unwrap()\n"
+    "print('UNWRAPPED after %.1f s' % (time.monotonic() - t0), "
+    "flush=True)\n"
+    "time.sleep(3)\n"
+    "raw2.close()\n";
+
+START_TEST(close_notify_is_eof_before_fin)
+{
+	struct event_base *base = event_base_new();
+	struct close_res r = {0, -1};
+	struct server s;
+	struct child cl;
+	struct peer *p;
+	char port[16];
+	const char *argv[] = {"python3", NULL, port, NULL, NULL};
+
+	srv_tls(&s, base, "", 1);
+	snprintf(port, sizeof(port), "%d", s.port);
+	argv[1] = py_script("unwrap.py", py_unwrap);
+	argv[3] = P("ca.pem");
+	child_start(base, &cl, (char *const *)argv);
+	child_expect(base, &cl, "GOT ping", 10000);
+	p = srv_wait_peer(&s, 0);
+	/* Python's socket stays open: only close_notify can end this */
+	th_run_until(base, &p->eof, 2000, "EOF at the peer's close_notify");
+	ck_assert_int_eq(p->errors, 0);
+	ck_has(describe(p, 1), "close_notify=received");
+	ck_assert_int_eq(strata_close(p->top, NULL, on_closed, &r), 0);
+	p->top = NULL;
+	child_expect(base, &cl, "UNWRAPPED after 0.", 2000);
+	child_wait(base, &cl, &r.done, 5000, "the close to complete");
+	ck_assert_int_eq(r.delivered, 1);
+	child_stop(&cl);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(python_server)
+{
+	struct event_base *base = event_base_new();
+	struct close_res r = {0, -1};
+	struct child srv;
+	struct peer *c;
+	char opts[512];
+	const char *argv[] = {"python3", NULL, tmpdir, NULL};
+	const char *p;
+	char out[256];
+	ev_ssize_t n;
+	int port;
+
+	argv[1] = py_script("server.py", py_server);
+	child_start(base, &srv, (char *const *)argv);
+	child_expect(base, &srv, "PORT ", 10000);
+	th_run_for(base, 20); /* the rest of the line */
+	n = evbuffer_copyout(srv.buf, out, sizeof(out) - 1);
+	out[n > 0 ? n : 0] = 0;
+	p = strstr(out, "PORT ");
+	ck_assert_ptr_nonnull(p);
+	port = atoi(p + 5);
+	ck_assert_int_gt(port, 0);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost, "
+	    "alpn=h2;http/1.1, cert=%s/client.pem, key=%s/client.key",
+	    tmpdir, tmpdir, tmpdir);
+	c = client_tls(base, port, opts, NULL);
+	c->want = 13;
+	bufferevent_write(c->top, "to python\n", 10);
+	child_wait(base, &srv, &c->enough, 5000, "the reply from Python");
+	ck_assert(got_equals(c, "py:to python\n"));
+	child_expect(base, &srv, "PEER strata client TLSv1.3 http/1.1", 0);
+	ck_has(describe(c, 1), "alpn=http/1.1");
+	/* Python's unwrap() sends close_notify and waits for the client's:
+	 * strata_close() sends it, then waits for Python's FIN */
+	ck_assert_int_eq(strata_close(c->top, NULL, on_closed, &r), 0);
+	c->top = NULL;
+	child_wait(base, &srv, &r.done, 3000, "the close to complete");
+	ck_assert_int_eq(r.delivered, 1);
+	child_expect(base, &srv, "CLOSED", 3000);
+	ck_assert_int_eq(c->errors, 0);
+	peer_destroy(c);
+	child_stop(&srv);
+	event_base_free(base);
+}
+END_TEST
+
+/*
+ * tickets=FILE shared by two listeners that run at the same time, on two
+ * ports (two processes or machines in real life): a session from one
+ * resumes on the other; a third listener without the file cannot.
+ * s_client's -sess_out/-sess_in carries the session between ports.
+ */
+START_TEST(tickets_between_two_listeners)
+{
+	struct event_base *base = event_base_new();
+	struct server a, b, n;
+	struct child cl;
+	unsigned char key[80];
+	char extra[256];
+	const char *out[] = {"-sess_out", NULL, NULL};
+	const char *in[] = {"-sess_in", NULL, NULL};
+	FILE *f;
+
+	ck_assert_int_eq(RAND_bytes(key, sizeof(key)), 1);
+	f = fopen(P("tickets-ab"), "wb");
+	ck_assert_ptr_nonnull(f);
+	fwrite(key, 1, sizeof(key), f);
+	fclose(f);
+	snprintf(extra, sizeof(extra), "tickets=%s/tickets-ab", tmpdir);
+	srv_tls(&a, base, extra, 1);
+	srv_tls(&b, base, extra, 1);
+	srv_tls(&n, base, "", 1);
+	out[1] = in[1] = P("sess-ab.pem");
+	s_client_run(base, &cl, a.port, out);
+	child_expect(base, &cl, "Verify return code: 0 (ok)", 5000);
+	child_send(&cl, "to a\n");
+	child_expect(base, &cl, "to a", 3000);
+	child_stop(&cl);
+	s_client_run(base, &cl, b.port, in);
+	child_expect(base, &cl, "Reused, TLSv1.3", 5000);
+	child_send(&cl, "to b\n");
+	child_expect(base, &cl, "to b", 3000);
+	child_stop(&cl);
+	ck_has(describe(srv_wait_peer(&b, 0), 1), "resumed=yes");
+	s_client_run(base, &cl, n.port, in);
+	child_expect(base, &cl, "New, TLSv1.3", 5000);
+	child_send(&cl, "to n\n");
+	child_expect(base, &cl, "to n", 3000);
+	child_stop(&cl);
+	ck_has(describe(srv_wait_peer(&n, 0), 1), "resumed=no");
+	srv_teardown(&a);
+	srv_teardown(&b);
+	srv_teardown(&n);
+	event_base_free(base);
+}
+END_TEST
+
+/* A client under s_server: a TLS 1.3 key update asked of it while it
+ * only reads (a one-way stream: the data goes on under the new keys; its
+ * own KeyUpdate is due before its next record, RFC 8446 4.6.3, and
+ * OpenSSL sends it then), then a TLS 1.2 renegotiation, which it
+ * refuses. */
+START_TEST(client_key_update_and_renegotiation)
+{
+	struct event_base *base = event_base_new();
+	struct child srv;
+	struct peer *c;
+	char opts[256];
+	const char *msg[] = {"-msg", NULL};
+	const char *tls12[] = {"-tls1_2", NULL};
+	int port;
+
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost", tmpdir);
+	port = s_server_start(base, &srv, msg);
+	c = client_tls(base, port, opts, NULL);
+	child_wait(base, &srv, &c->connected, 3000, "CONNECTED to s_server");
+	c->want = 7;
+	child_send(&srv, "before\n");
+	child_wait(base, &srv, &c->enough, 3000, "the line before");
+	child_send(&srv, "K\n");
+	child_expect(base, &srv, ">>> TLS 1.3, Handshake [length 0005], "
+	    "KeyUpdate", 3000);
+	c->want = 13;
+	c->enough = 0;
+	child_send(&srv, "after\n");
+	child_wait(base, &srv, &c->enough, 3000, "the line after");
+	ck_assert_msg(got_equals(c, "before\nafter\n"), "got '%.*s'",
+	    (int)evbuffer_get_length(c->got),
+	    (const char *)evbuffer_pullup(c->got, -1));
+	/* the client's answer comes before its next record */
+	bufferevent_write(c->top, "reply\n", 6);
+	child_expect(base, &srv, "<<< TLS 1.3, Handshake [length 0005], "
+	    "KeyUpdate", 3000);
+	child_expect(base, &srv, "reply", 3000);
+	ck_assert_int_eq(c->errors, 0);
+	peer_destroy(c);
+	child_stop(&srv);
+
+	port = s_server_start(base, &srv, tls12);
+	c = client_tls(base, port, opts, NULL);
+	child_wait(base, &srv, &c->connected, 3000, "CONNECTED (TLS 1.2)");
+	c->want = 7;
+	child_send(&srv, "before\n");
+	child_wait(base, &srv, &c->enough, 3000, "the line before");
+	child_send(&srv, "r\n");
+	child_expect(base, &srv, "no renegotiation", 3000);
+	/* OpenSSL's s_server ends the connection when refused */
+	child_wait(base, &srv, &c->errors, 3000, "the client's error");
+	ck_has(c->err, "tls: ");
+	ck_assert(got_equals(c, "before\n"));
+	peer_destroy(c);
+	child_stop(&srv);
+	event_base_free(base);
+}
+END_TEST
+
+/* ---- hostile peers: a client facing a bad server, mutated flights ---- */
+
+/* A plain TCP listener on 127.0.0.1 (the test plays the server). */
+static int
+raw_listener(int *port)
+{
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	ck_assert_int_ge(fd, 0);
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(listen(fd, 16), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	evutil_make_socket_nonblocking(fd);
+	*port = ntohs(a.sin_port);
+	return fd;
+}
+
+/* Accept one connection and read the peer's first record (its
+ * ClientHello) into @p buf, running @p base meanwhile; returns the fd. */
+static int
+raw_accept_hello(struct event_base *base, int lfd, unsigned char *buf,
+    size_t cap, size_t *len)
+{
+	int fd = -1, i;
+
+	*len = 0;
+	for (i = 0; i < 300 && fd < 0; i++) {
+		fd = accept(lfd, NULL, NULL);
+		if (fd < 0)
+			th_run_for(base, 10);
+	}
+	ck_assert_msg(fd >= 0, "no connection from the client");
+	evutil_make_socket_nonblocking(fd);
+	for (i = 0; i < 300; i++) {
+		ssize_t n = recv(fd, buf + *len, cap - *len, 0);
+		if (n > 0)
+			*len += (size_t)n;
+		if (*len >= 5 && *len >= 5 + ((size_t)buf[3] << 8 | buf[4]))
+			return fd;
+		th_run_for(base, 10);
+	}
+	ck_assert_msg(0, "no ClientHello from the client (%zu bytes)", *len);
+	return -1;
+}
+
+static const struct {
+	const char *bytes;
+	size_t len;	/* 0: close without a word */
+	const char *expect;
+} bad_servers[] = {
+	{"", 0, "tls: connection closed during the handshake"},
+	{"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", 47,
+	    "tls: handshake failed: not TLS from the peer (wrong version "
+	    "number)"},
+	/* a fatal handshake_failure alert */
+	{"\x15\x03\x03\x00\x02\x02\x28", 7, "tls: handshake failed: the peer "
+	    "sent an alert: sslv3 alert handshake failure"},
+	/* a record header announcing 65535 bytes */
+	{"\x16\x03\x03\xff\xff\x02\x00\x00\x46", 9,
+	    "tls: handshake failed: packet length too long"},
+	/* the start of a ServerHello, then the end of the stream */
+	{"\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03", 11,
+	    "tls: connection closed during the handshake"},
+	/* a ServerHello that is a few bytes of nothing */
+	{"\x16\x03\x03\x00\x04\x02\x00\x00\x00", 9,
+	    "tls: handshake failed: length mismatch"},
+};
+
+START_TEST(bad_server)
+{
+	struct event_base *base = event_base_new();
+	struct peer *c;
+	unsigned char hello[4096];
+	char opts[256];
+	size_t len;
+	int lfd, fd, port;
+
+	lfd = raw_listener(&port);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost", tmpdir);
+	c = client_tls(base, port, opts, NULL);
+	bufferevent_write(c->top, "never\n", 6);
+	fd = raw_accept_hello(base, lfd, hello, sizeof(hello), &len);
+	ck_assert_uint_gt(len, 40);
+	ck_assert_int_eq(hello[0], 0x16); /* a handshake record */
+	if (bad_servers[_i].len)
+		ck_assert_int_eq(write(fd, bad_servers[_i].bytes,
+		    bad_servers[_i].len), (ssize_t)bad_servers[_i].len);
+	shutdown(fd, SHUT_WR);
+	expect_error(base, c, bad_servers[_i].expect, 3000);
+	ck_assert_int_eq(c->connected, 0);
+	peer_destroy(c);
+	close(fd);
+	close(lfd);
+	event_base_free(base);
+}
+END_TEST
+
+/* Fixed pseudo-random numbers, so a failing case can be run again. */
+static unsigned
+mix(unsigned *state)
+{
+	*state = *state * 1103515245u + 12345u;
+	return *state >> 8;
+}
+
+/* Change 1 to 8 bytes of @p buf (never the first @p keep), or cut it. */
+static size_t
+mutate(unsigned char *buf, size_t len, size_t keep, unsigned *seed)
+{
+	unsigned k, n = 1 + mix(seed) % 8;
+
+	if (mix(seed) % 8 == 0)
+		return keep + mix(seed) % (len - keep); /* a cut */
+	for (k = 0; k < n; k++)
+		buf[keep + mix(seed) % (len - keep)] ^=
+		    (unsigned char)(1 + mix(seed) % 255);
+	return len;
+}
+
+/* A real ClientHello (OpenSSL's, TLS 1.2 to 1.3, SNI localhost), as
+ * bytes on the wire. */
+static size_t
+real_client_hello(unsigned char *buf, size_t cap)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL *ssl = SSL_new(ctx);
+	BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
+	char *data;
+	long n;
+
+	ck_assert_ptr_nonnull(ssl);
+	SSL_set_bio(ssl, rb, wb);
+	SSL_set_tlsext_host_name(ssl, "localhost");
+	SSL_set_connect_state(ssl);
+	ck_assert_int_le(SSL_do_handshake(ssl), 0);
+	n = BIO_get_mem_data(wb, &data);
+	ck_assert_int_gt(n, 100);
+	ck_assert_uint_le((size_t)n, cap);
+	memcpy(buf, data, (size_t)n);
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	return (size_t)n;
+}
+
+/*
+ * 300 mutated ClientHellos (bytes flipped or the record cut), each on its
+ * own connection, sent in pieces of 1 to 64 bytes, then the end of the
+ * stream: every connection must end with an error, none may be reported
+ * connected, and nothing may crash, hang or leak (ASan and valgrind run
+ * this too).
+ */
+#define FUZZ_CONNS 300
+
+START_TEST(mutated_client_hellos)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	unsigned char hello[2048], buf[2048];
+	size_t len = real_client_hello(hello, sizeof(hello));
+	unsigned seed = 20261127;
+	int i;
+
+	srv_tls(&s, base, "handshake-timeout=2s", 0);
+	s.n = MAX_PEERS; /* every connection frees itself at its end */
+	for (i = 0; i < FUZZ_CONNS; i++) {
+		size_t n, off = 0;
+		int fd = raw_tcp(s.port);
+		memcpy(buf, hello, len);
+		n = mutate(buf, len, i % 3 ? 0 : 5, &seed);
+		while (off < n) {
+			size_t piece = 1 + mix(&seed) % 64;
+			if (piece > n - off)
+				piece = n - off;
+			if (write(fd, buf + off, piece) != (ssize_t)piece)
+				break; /* the server gave up already */
+			off += piece;
+			if (mix(&seed) % 4 == 0)
+				th_run_for(base, 1);
+		}
+		shutdown(fd, SHUT_WR);
+		th_run_for(base, 1);
+		close(fd);
+	}
+	for (i = 0; i < 500 && (s.live || s.accepted < FUZZ_CONNS); i++)
+		th_run_for(base, 10);
+	ck_assert_int_eq(s.accepted, FUZZ_CONNS);
+	ck_assert_msg(s.live == 0, "%d connections still open", s.live);
+	ck_assert_int_eq(s.connected, 0);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+/*
+ * The other way round: a server whose first flight (a real one, made by
+ * OpenSSL for the client's own ClientHello) arrives with bytes flipped or
+ * cut. The client must end with an error each time.
+ */
+START_TEST(mutated_server_flights)
+{
+	struct event_base *base = event_base_new();
+	SSL_CTX *sctx = SSL_CTX_new(TLS_server_method());
+	unsigned char hello[4096], flight[8192];
+	unsigned seed = 4242;
+	char opts[256];
+	int lfd, port, i;
+
+	ck_assert_int_eq(SSL_CTX_use_certificate_chain_file(sctx,
+	    P("srv.pem")), 1);
+	ck_assert_int_eq(SSL_CTX_use_PrivateKey_file(sctx, P("srv.key"),
+	    SSL_FILETYPE_PEM), 1);
+	lfd = raw_listener(&port);
+	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost, "
+	    "resume=no, handshake-timeout=2s", tmpdir);
+	for (i = 0; i < 60; i++) {
+		struct peer *c = client_tls(base, port, opts, NULL);
+		SSL *ssl = SSL_new(sctx);
+		BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
+		size_t hlen, n;
+		char *data;
+		long fl;
+		int fd;
+
+		fd = raw_accept_hello(base, lfd, hello, sizeof(hello), &hlen);
+		SSL_set_bio(ssl, rb, wb);
+		SSL_set_accept_state(ssl);
+		BIO_write(rb, hello, (int)hlen);
+		ck_assert_int_le(SSL_do_handshake(ssl), 0);
+		fl = BIO_get_mem_data(wb, &data);
+		ck_assert_int_gt(fl, 100);
+		ck_assert_uint_le((size_t)fl, sizeof(flight));
+		memcpy(flight, data, (size_t)fl);
+		n = mutate(flight, (size_t)fl, 0, &seed);
+		ck_assert_int_eq(write(fd, flight, n), (ssize_t)n);
+		shutdown(fd, SHUT_WR);
+		th_run_until(base, &c->errors, 3000, "the client's error");
+		ck_assert_int_eq(c->connected, 0);
+		ck_has(c->err, "tls: ");
+		peer_destroy(c);
+		SSL_free(ssl);
+		close(fd);
+	}
+	close(lfd);
+	SSL_CTX_free(sctx);
+	event_base_free(base);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -2150,6 +2974,11 @@ main(void)
 	tcase_add_test(tc, tls_inside_tls);
 	tcase_add_test(tc, bulk_with_watermark);
 	tcase_add_test(tc, push_on_socketpair);
+	tcase_add_test(tc, sni_option);
+	tcase_add_loop_test(tc, negotiation_mismatch, 0,
+	    (int)(sizeof(mismatch_cases) / sizeof(mismatch_cases[0])));
+	tcase_add_test(tc, chosen_suite_cipher_group);
+	tcase_add_test(tc, tls_zlib_lines_end_to_end);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("bulk");
@@ -2162,6 +2991,7 @@ main(void)
 	tcase_add_test(tc, resumption_from_the_cache);
 	tcase_add_test(tc, shared_ticket_keys);
 	tcase_add_test(tc, s_client_sess_out_sess_in);
+	tcase_add_test(tc, tickets_between_two_listeners);
 	tcase_add_test(tc, keylog_file);
 	suite_add_tcase(s, tc);
 
@@ -2171,7 +3001,12 @@ main(void)
 	tcase_add_test(tc, client_to_s_server_tls12_sni);
 	tcase_add_test(tc, server_to_s_client);
 	tcase_add_test(tc, renegotiation_refused);
+	tcase_add_test(tc, client_key_update_and_renegotiation);
+	tcase_add_test(tc, python_client);
+	tcase_add_test(tc, close_notify_is_eof_before_fin);
+	tcase_add_test(tc, python_server);
 	tcase_add_test(tc, evhttp_with_curl);
+	tcase_add_test(tc, evhttp_connection_close_with_curl);
 	tcase_add_test(tc, evhttp_client_over_strata);
 	tcase_add_test(tc, sslscan_finds_nothing_weak);
 	suite_add_tcase(s, tc);
@@ -2184,6 +3019,10 @@ main(void)
 	tcase_add_loop_test(tc, bad_options, 0,
 	    (int)(sizeof(bad_opts) / sizeof(bad_opts[0])));
 	tcase_add_test(tc, server_needs_a_certificate);
+	tcase_add_loop_test(tc, bad_server, 0,
+	    (int)(sizeof(bad_servers) / sizeof(bad_servers[0])));
+	tcase_add_test(tc, mutated_client_hellos);
+	tcase_add_test(tc, mutated_server_flights);
 	suite_add_tcase(s, tc);
 
 	sr = srunner_create(s);

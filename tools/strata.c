@@ -5,14 +5,22 @@
  *   strata connect STACK                     stdin/stdout through a stack
  *   strata listen STACK [--echo | --exec C]  serve connections
  *   strata plugins                           transports and filters
+ *   strata demo                              tcp | tls | zlib | lines
  *
  * Relays keep back-pressure end to end (a side's reading stops while the
  * other side's output is full) and half-close per direction (EOF on one
  * side ends only that direction: the other side's filters finish and its
  * write side shuts down, while the reverse direction keeps flowing).
+ *
+ * Servers (proxy, listen --echo/--exec) run N worker threads, each with
+ * its own event loop; the main thread accepts, hands each connection to
+ * the next worker (strata_listener_spread()), and handles the signals:
+ * SIGTERM/SIGINT drain, SIGHUP reloads certificates and keys
+ * (strata_listener_reload()). With one worker the main thread does it all.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -26,58 +34,132 @@
 #include <event2/bufferevent.h>
 #include <event2/dns.h>
 #include <event2/event.h>
-
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/sha.h>
-#include <openssl/x509.h>
+#include <event2/thread.h>
 
 #include "strata/plugin.h"
 #include "strata/strata.h"
-
-/* Exit codes (documented in --help and strata.1). */
-enum {
-	EXIT_OK = 0,
-	EXIT_FAILURE_ = 1, /* a connection failed or ended with an error */
-	EXIT_USAGE = 2,	   /* bad command line or stack string */
-	EXIT_CONNECT = 3,  /* could not connect or listen */
-};
+#include "stackarg.h"
+#include "tool.h"
 
 /* Output of one side above this pauses reading on the other. */
 #define RELAY_HIGH (256 * 1024)
 #define RELAY_LOW (64 * 1024)
+#define MAX_WORKERS 256
+#define DEFAULT_CONNECT_MS 10000
+#define DEFAULT_HANDSHAKE_MS 10000
+/* connect's progress line: refreshed this often (ms) */
+#define PROGRESS_MS 250
+/* token buckets: refilled every 50 ms, holding up to 200 ms of them */
+#define RATE_TICK_MS 50
+#define RATE_BURST_TICKS 4
 
 struct opts {
 	int verbose, quiet, stats, echo, json;
 	const char *exec_cmd;
 	struct timeval idle_timeout, drain_timeout;
+	uint64_t connect_ms, handshake_ms;
 	unsigned long max_conns;
 	uint64_t rate, rate_total;
+	int workers; /* 0: one per CPU */
 };
 
 static struct opts o = {
 	.drain_timeout = {30, 0},
+	.connect_ms = DEFAULT_CONNECT_MS,
+	.handshake_ms = DEFAULT_HANDSHAKE_MS,
 };
-static struct event_base *base;
-static struct evdns_base *dns;
-static int exit_code = EXIT_OK;
-static unsigned long conn_serial;
+static struct event_base *base;	/* the main thread's loop */
+static struct evdns_base *dns;	/* and its resolver */
+static int exit_code = EXIT_OK;	/* atomic: the first failure's code */
+static unsigned long conn_serial; /* atomic */
+
+/*
+ * A connection a worker serves (a relay, an echo), in its worker's list:
+ * when the worker's loop ends with connections still running (a drain
+ * cut short, a second signal), they are freed there, not left behind.
+ */
+struct conn {
+	struct conn *prev, *next;
+	void (*kill)(struct conn *c); /* free it now, no log, no close */
+};
+
+/* A worker: a thread with its own loop (or, alone, the main thread). */
+struct worker {
+	int id;			/* 1..N, in the logs */
+	struct event_base *base;
+	struct evdns_base *dns;
+	pthread_t thread;
+	int started;		/* the thread runs (join it) */
+	unsigned long live;	/* its connections; its thread only */
+	int draining;		/* its thread only */
+	struct event *drain_ev;	/* activated by the main thread */
+	struct event *drain_timer;
+	struct event *keep;	/* keeps an idle loop running */
+	struct event *done_ev;	/* in the main loop: this worker ended */
+	struct conn conns;	/* list head; its thread only */
+};
 
 /* Serving state of proxy and listen: connection count, limits, drain. */
 static struct {
 	struct strata_listener *l;
-	const char *stack;	/* the listening stack string */
-	unsigned long live;
-	int draining;
+	struct stackarg stack;	/* the listening stack */
+	struct stackarg target;	/* proxy: the stack to connect */
+	int draining;		/* atomic */
+	unsigned long live;	/* atomic: all workers' connections */
+	struct worker *w;
+	int nw, running;	/* workers, and threads still running */
+	int bev_opts;		/* BEV_OPT_* of every stack */
+	int one_shot;		/* one connection: its end is the exit code */
 	struct ev_token_bucket_cfg *rate;
 	struct ev_token_bucket_cfg *rate_total_cfg;
 	struct bufferevent_rate_limit_group *total;
-} srv;
+} srv = {.bev_opts = BEV_OPT_CLOSE_ON_FREE};
+
+static void progress_erase(void);
+
+static void
+set_exit(int code)
+{
+	int ok = EXIT_OK;
+
+	__atomic_compare_exchange_n(&exit_code, &ok, code, 0, __ATOMIC_ACQ_REL,
+	    __ATOMIC_ACQUIRE);
+}
+
+static void
+conn_add(struct worker *w, struct conn *c, void (*kill)(struct conn *))
+{
+	c->kill = kill;
+	c->prev = c->next = c;
+	if (!w)
+		return;
+	c->next = &w->conns;
+	c->prev = w->conns.prev;
+	w->conns.prev->next = c;
+	w->conns.prev = c;
+}
+
+static void
+conn_del(struct conn *c)
+{
+	c->prev->next = c->next;
+	c->next->prev = c->prev;
+	c->prev = c->next = c;
+}
+
+/* In the worker's thread, after its loop: what is still running goes. */
+static void
+worker_reap(struct worker *w)
+{
+	while (w->conns.next != &w->conns)
+		w->conns.next->kill(w->conns.next);
+}
 
 static void
 logmsg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* level 0: errors (always), 1: normal, 2: -v */
+/* level 0: errors (always), 1: normal, 2: -v. Whole lines, from any
+ * thread. */
 static void
 logmsg(int level, const char *fmt, ...)
 {
@@ -85,37 +167,15 @@ logmsg(int level, const char *fmt, ...)
 
 	if ((o.quiet && level > 0) || level > 1 + o.verbose)
 		return;
+	flockfile(stderr);
+	progress_erase();
 	fputs("strata: ", stderr);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+	funlockfile(stderr);
 }
-
-/* ---- relaying two stacks ---- */
-
-struct side {
-	struct bufferevent *bev;
-	struct relay *r;
-	struct side *peer;
-	const char *name;	/* "client", "target", ... */
-	const char *stack;	/* its stack string, for the log */
-	char peer_addr[128];	/* its peer address, for the log */
-	int eof;		/* this side's input ended */
-	int done;		/* its output was finished towards it */
-	uint64_t bytes_in;	/* read from this side */
-};
-
-struct relay {
-	unsigned long id;
-	struct side s[2];
-	struct timespec start;
-	int closing;
-	int failed;
-	int pending;	/* closes still running */
-	char why[STRATA_ERROR_MAX + 32];
-	void (*on_end)(struct relay *r);
-};
 
 static double
 elapsed(const struct timespec *start)
@@ -127,31 +187,47 @@ elapsed(const struct timespec *start)
 	    (double)(now.tv_nsec - start->tv_nsec) / 1e9;
 }
 
+/* ---- relaying two stacks ---- */
+
+struct side {
+	struct bufferevent *bev;
+	struct relay *r;
+	struct side *peer;
+	const char *name;	/* "client", "target", ... */
+	const char *stack;	/* its stack string as typed, for the log */
+	char peer_addr[128];	/* its peer address, for the log */
+	int connected;		/* the whole stack was ready */
+	int eof;		/* this side's input ended */
+	int done;		/* its output was finished towards it */
+	int finish_later;	/* ... once it is connected */
+	uint64_t bytes_in;	/* read from this side */
+	uint64_t wire_in, wire_out; /* its transport's, when it closed */
+};
+
+struct relay {
+	struct conn conn;	/* first: a struct conn * is the relay */
+	unsigned long id;
+	struct worker *w;
+	struct side s[2];
+	struct timespec start;
+	int closing;
+	int failed;		/* an exit code, or 0 */
+	int pending;		/* closes still running */
+	char why[STRATA_ERROR_MAX + 32];
+	void (*on_end)(struct relay *r);
+};
+
 static void
 print_stats(const char *what, struct bufferevent *bev)
 {
 	char buf[4096];
 
-	if (bev && strata_stats_format(bev, buf, sizeof(buf)) > 0)
+	if (bev && strata_stats_format(bev, buf, sizeof(buf)) > 0) {
+		flockfile(stderr);
+		progress_erase();
 		fprintf(stderr, "%s:\n%s", what, buf);
-}
-
-/* Both sides' graceful closes finished: the relay is over. */
-static void
-relay_closed(int delivered, void *arg)
-{
-	struct relay *r = arg;
-
-	if (!delivered && !r->failed) {
-		r->failed = 1;
-		if (exit_code == EXIT_OK)
-			exit_code = EXIT_FAILURE_;
+		funlockfile(stderr);
 	}
-	if (--r->pending)
-		return;
-	if (r->on_end)
-		r->on_end(r);
-	free(r);
 }
 
 /* Wire bytes of a stack (its transport's counters), or 0. */
@@ -184,69 +260,143 @@ json_str(FILE *f, const char *s)
 	fputc('"', f);
 }
 
+static void
+relay_log_json(struct relay *r, const uint64_t *win, const uint64_t *wout,
+    const char *how)
+{
+	int i;
+
+	flockfile(stdout);
+	printf("{\"conn\":%lu,\"worker\":%d,\"peer\":", r->id,
+	    r->w ? r->w->id : 0);
+	json_str(stdout, r->s[0].peer_addr);
+	for (i = 0; i < 2; i++) {
+		printf(",\"%s\":{\"stack\":", r->s[i].name);
+		json_str(stdout, r->s[i].stack);
+		printf(",\"top_in\":%llu,\"wire_in\":%llu,\"wire_out\":%llu}",
+		    (unsigned long long)r->s[i].bytes_in,
+		    (unsigned long long)win[i], (unsigned long long)wout[i]);
+	}
+	printf(",\"seconds\":%.3f,\"ok\":%s,\"end\":", elapsed(&r->start),
+	    r->failed ? "false" : "true");
+	json_str(stdout, how);
+	printf("}\n");
+	fflush(stdout);
+	funlockfile(stdout);
+}
+
 /*
  * One line per connection when it ends: the peer, both stacks, bytes each
  * way at the wire and at the top, duration, and how it ended (with the
- * layer's message on errors). Text, or JSON with --log-format=json.
+ * layer's message on errors). Text, or JSON with --log-format=json. A
+ * one-shot command (connect) says what failed on a line of its own and
+ * logs the connection only with -v.
  */
 static void
 relay_log(struct relay *r)
 {
 	uint64_t win[2], wout[2];
 	const char *how = r->failed ? r->why : "closed";
+	char wk[16] = "";
 	int i;
 
-	if (o.quiet && !r->failed)
-		return;
-	for (i = 0; i < 2; i++)
-		wire_bytes(r->s[i].bev, &win[i], &wout[i]);
+	for (i = 0; i < 2; i++) {
+		win[i] = r->s[i].wire_in;
+		wout[i] = r->s[i].wire_out;
+	}
 	if (o.json) {
-		printf("{\"conn\":%lu,\"peer\":", r->id);
-		json_str(stdout, r->s[0].peer_addr);
-		for (i = 0; i < 2; i++) {
-			printf(",\"%s\":{\"stack\":", r->s[i].name);
-			json_str(stdout, r->s[i].stack);
-			printf(",\"top_in\":%llu,\"wire_in\":%llu,"
-			       "\"wire_out\":%llu}",
-			    (unsigned long long)r->s[i].bytes_in,
-			    (unsigned long long)win[i],
-			    (unsigned long long)wout[i]);
-		}
-		printf(",\"seconds\":%.3f,\"ok\":%s,\"end\":",
-		    elapsed(&r->start), r->failed ? "false" : "true");
-		json_str(stdout, how);
-		printf("}\n");
-		fflush(stdout);
+		if (!o.quiet || r->failed)
+			relay_log_json(r, win, wout, how);
 		return;
 	}
-	logmsg(r->failed ? 0 : 1,
-	    "#%lu %s %.3fs %s [%s] -> %s [%s]: top %llu/%llu bytes, wire "
-	    "%llu/%llu in, %llu/%llu out: %s",
-	    r->id, r->s[0].peer_addr, elapsed(&r->start), r->s[0].name,
-	    r->s[0].stack, r->s[1].name, r->s[1].stack,
+	if (o.quiet && !r->failed)
+		return;
+	if (r->w)
+		snprintf(wk, sizeof(wk), " w%d", r->w->id);
+	logmsg(r->failed && !srv.one_shot ? 0 : srv.one_shot ? 2 : 1,
+	    "#%lu%s %s %.3fs %s [%s] -> %s [%s]: top %llu/%llu bytes, "
+	    "wire %llu/%llu in, %llu/%llu out: %s",
+	    r->id, wk, r->s[0].peer_addr, elapsed(&r->start),
+	    r->s[0].name, r->s[0].stack, r->s[1].name, r->s[1].stack,
 	    (unsigned long long)r->s[0].bytes_in,
 	    (unsigned long long)r->s[1].bytes_in,
 	    (unsigned long long)win[0], (unsigned long long)win[1],
 	    (unsigned long long)wout[0], (unsigned long long)wout[1], how);
 }
 
+static void progress_stop(struct relay *r);
+
+/* Last look at a side's stack before it goes: its wire counters and,
+ * with --stats or -v, its table. */
+static void
+side_last_look(struct side *s)
+{
+	if (!s->bev)
+		return;
+	wire_bytes(s->bev, &s->wire_in, &s->wire_out);
+	if ((o.stats || o.verbose) && strcmp(s->stack, "pipe:stdio"))
+		print_stats(s->name, s->bev);
+	s->bev = NULL;
+}
+
+/*
+ * A side's graceful close finished (the stack is freed right after this
+ * returns, so it is still there to look at); after both, the relay is
+ * over and logged, with the bytes that really reached each wire.
+ */
+static void
+side_closed(int delivered, void *arg)
+{
+	struct side *s = arg;
+	struct relay *r = s->r;
+
+	side_last_look(s);
+	if (!delivered && !r->failed) {
+		r->failed = EXIT_FAILURE_;
+		snprintf(r->why, sizeof(r->why), "%s: not all data delivered "
+		    "before the close", s->name);
+	}
+	if (--r->pending)
+		return;
+	relay_log(r);
+	if (r->failed && srv.one_shot)
+		set_exit(r->failed);
+	if (r->on_end)
+		r->on_end(r);
+	conn_del(&r->conn);
+	free(r);
+}
+
+static void
+relay_kill(struct conn *c)
+{
+	struct relay *r = (struct relay *)c;
+	int i;
+
+	progress_stop(r);
+	for (i = 0; i < 2; i++)
+		if (r->s[i].bev)
+			bufferevent_free(r->s[i].bev); /* also mid-close */
+	conn_del(c);
+	free(r);
+}
+
 static void
 relay_end(struct relay *r)
 {
+	struct bufferevent *bev;
 	int i;
 
-	relay_log(r);
-	if (r->failed && exit_code == EXIT_OK)
-		exit_code = EXIT_FAILURE_;
+	progress_stop(r);
 	r->pending = 2;
 	for (i = 0; i < 2; i++) {
-		struct bufferevent *bev = r->s[i].bev;
-		if (o.stats || o.verbose)
-			print_stats(r->s[i].name, bev);
+		bev = r->s[i].bev;
 		/* graceful: what is still queued towards a side gets there */
-		if (r->failed || strata_close(bev, NULL, relay_closed, r) < 0) {
+		if (r->failed || strata_close(bev, NULL, side_closed,
+		    &r->s[i]) < 0) {
+			side_last_look(&r->s[i]);
 			bufferevent_free(bev);
-			relay_closed(1, r);
+			side_closed(1, &r->s[i]);
 		}
 	}
 }
@@ -272,6 +422,7 @@ relay_move(struct side *from)
 static void
 relay_read(struct bufferevent *bev, void *arg)
 {
+	(void)bev;
 	relay_move(arg);
 }
 
@@ -281,18 +432,61 @@ relay_write(struct bufferevent *bev, void *arg)
 {
 	struct side *s = arg;
 
+	(void)bev;
 	if (!s->peer->eof && !s->r->closing)
 		bufferevent_enable(s->peer->bev, EV_READ);
 }
 
+/*
+ * The exit code a failure of @p s stands for: a timeout (ours, tcp's
+ * connect timer, tls's handshake timer), a refused certificate or key,
+ * a connection that never came up, or one that broke.
+ */
+static int
+failure_code(struct side *s, short what)
+{
+	struct strata_error e;
+	int has = strata_get_error(s->bev, &e);
+
+	if (what & BEV_EVENT_TIMEOUT)
+		return EXIT_TIMEOUT;
+	if (has && (e.code == STRATA_ERR_TIMEOUT || e.sys_errno == ETIMEDOUT))
+		return EXIT_TIMEOUT;
+	/* the tls filter's words for every verification failure, pins
+	 * included */
+	if (has && strstr(e.message, "certificate verify failed"))
+		return EXIT_VERIFY;
+	return s->connected ? EXIT_FAILURE_ : EXIT_CONNECT;
+}
+
+static const char *
+failure_words(int code)
+{
+	switch (code) {
+	case EXIT_TIMEOUT: return "timed out";
+	case EXIT_VERIFY: return "TLS verification failed";
+	case EXIT_CONNECT: return "could not connect";
+	default: return "connection failed";
+	}
+}
+
 static void
-relay_fail(struct relay *r, struct side *s, const char *what)
+relay_fail(struct relay *r, struct side *s, short what)
 {
 	const char *msg = strata_last_error(s->bev);
+	char idle[64];
 
-	r->failed = 1;
-	snprintf(r->why, sizeof(r->why), "%s %s: %s", s->name, what,
-	    msg ? msg : "error");
+	r->failed = failure_code(s, what);
+	if ((what & BEV_EVENT_TIMEOUT) || !msg) {
+		snprintf(idle, sizeof(idle), "no data for %ld.%03ld s (--idle-"
+		    "timeout)", (long)o.idle_timeout.tv_sec,
+		    (long)o.idle_timeout.tv_usec / 1000);
+		msg = (what & BEV_EVENT_TIMEOUT) ? idle : "error";
+	}
+	snprintf(r->why, sizeof(r->why), "%s %s: %s", s->name,
+	    failure_words(r->failed), msg);
+	if (srv.one_shot)
+		logmsg(0, "%s: %s", failure_words(r->failed), msg);
 	r->closing = 1;
 	relay_end(r);
 }
@@ -307,7 +501,12 @@ relay_half_close(struct side *s)
 	relay_move(s);
 	if (!to->done) {
 		to->done = 1;
-		bufferevent_flush(to->bev, EV_WRITE, BEV_FINISHED);
+		/* a socket shut down while it connects is reset (Linux
+		 * disconnects a SYN_SENT socket): finish once connected */
+		if (to->connected)
+			bufferevent_flush(to->bev, EV_WRITE, BEV_FINISHED);
+		else
+			to->finish_later = 1;
 	}
 	if (to->eof) {
 		s->r->closing = 1;
@@ -320,17 +519,21 @@ relay_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct side *s = arg;
 
+	(void)bev;
 	if (what & BEV_EVENT_CONNECTED) {
+		s->connected = 1;
 		logmsg(2, "#%lu %s connected", s->r->id, s->name);
+		if (s->finish_later) {
+			s->finish_later = 0;
+			bufferevent_flush(s->bev, EV_WRITE, BEV_FINISHED);
+		}
 		return;
 	}
 	if (what & BEV_EVENT_EOF) {
 		logmsg(2, "#%lu %s: end of stream", s->r->id, s->name);
 		relay_half_close(s);
-	} else if (what & BEV_EVENT_TIMEOUT)
-		relay_fail(s->r, s, "timed out");
-	else if (what & BEV_EVENT_ERROR)
-		relay_fail(s->r, s, "failed");
+	} else if (what & (BEV_EVENT_TIMEOUT | BEV_EVENT_ERROR))
+		relay_fail(s->r, s, what);
 }
 
 /* --rate on each stack, --rate-total for all together. */
@@ -343,39 +546,136 @@ apply_limits(struct bufferevent *bev)
 		strata_set_rate_limit_group(bev, srv.total);
 }
 
+static void
+side_init(struct relay *r, int i, struct bufferevent *bev, const char *name,
+    const char *stack)
+{
+	struct side *s = &r->s[i];
+
+	s->bev = bev;
+	s->name = name;
+	s->stack = stack;
+	s->r = r;
+	s->peer = &r->s[1 - i];
+	if (strata_peer_address(bev, s->peer_addr, sizeof(s->peer_addr), NULL,
+		NULL) < 0)
+		snprintf(s->peer_addr, sizeof(s->peer_addr), "-");
+	bufferevent_setcb(bev, relay_read, relay_write, relay_event, s);
+	bufferevent_setwatermark(bev, EV_WRITE, RELAY_LOW, 0);
+	if (o.idle_timeout.tv_sec || o.idle_timeout.tv_usec)
+		strata_set_timeouts(bev, &o.idle_timeout, NULL);
+	apply_limits(bev);
+}
+
 static struct relay *
-relay_new(struct bufferevent *a, const char *an, const char *astack,
-    struct bufferevent *b, const char *bn, const char *bstack)
+relay_new(struct worker *w, struct bufferevent *a, const char *an,
+    const char *astack, struct bufferevent *b, const char *bn,
+    const char *bstack)
 {
 	struct relay *r = calloc(1, sizeof(*r));
-	int i;
 
 	if (!r)
 		return NULL;
-	r->s[0].stack = astack;
-	r->s[1].stack = bstack;
-	r->id = ++conn_serial;
+	r->id = __atomic_add_fetch(&conn_serial, 1, __ATOMIC_RELAXED);
+	r->w = w;
+	conn_add(w, &r->conn, relay_kill);
 	clock_gettime(CLOCK_MONOTONIC, &r->start);
-	r->s[0].bev = a;
-	r->s[0].name = an;
-	r->s[1].bev = b;
-	r->s[1].name = bn;
-	for (i = 0; i < 2; i++) {
-		struct side *s = &r->s[i];
-		s->r = r;
-		s->peer = &r->s[1 - i];
-		if (strata_peer_address(s->bev, s->peer_addr,
-			sizeof(s->peer_addr), NULL, NULL) < 0)
-			snprintf(s->peer_addr, sizeof(s->peer_addr), "-");
-		bufferevent_setcb(s->bev, relay_read, relay_write, relay_event,
-		    s);
-		bufferevent_setwatermark(s->bev, EV_WRITE, RELAY_LOW, 0);
-		if (o.idle_timeout.tv_sec || o.idle_timeout.tv_usec)
-			strata_set_timeouts(s->bev, &o.idle_timeout, NULL);
-		apply_limits(s->bev);
-		bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-	}
+	side_init(r, 0, a, an, astack);
+	side_init(r, 1, b, bn, bstack);
+	bufferevent_enable(a, EV_READ | EV_WRITE);
+	bufferevent_enable(b, EV_READ | EV_WRITE);
 	return r;
+}
+
+/* ---- connect's progress line ---- */
+
+/* While stderr is a terminal: sent, received, rate, wire and ratio. */
+static struct {
+	struct event *ev;
+	struct relay *r;
+	struct timespec last;
+	uint64_t last_bytes;
+	double rate;
+	int shown;
+} prog;
+
+static void
+human(char *buf, size_t len, double v)
+{
+	static const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	int u = 0;
+
+	while (v >= 1024 && u < 4) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(buf, len, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
+}
+
+static void
+progress_erase(void)
+{
+	if (prog.shown) {
+		fputs("\r\033[K", stderr);
+		prog.shown = 0;
+	}
+}
+
+static void
+progress_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct relay *r = prog.r;
+	uint64_t win, wout, top = r->s[0].bytes_in + r->s[1].bytes_in;
+	char sent[32], got[32], rate[32], wire[32];
+	double dt = elapsed(&prog.last);
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	wire_bytes(r->s[1].bev, &win, &wout);
+	if (dt > 0)
+		prog.rate = 0.5 * prog.rate +
+		    0.5 * (double)(top - prog.last_bytes) / dt;
+	clock_gettime(CLOCK_MONOTONIC, &prog.last);
+	prog.last_bytes = top;
+	human(sent, sizeof(sent), (double)r->s[0].bytes_in);
+	human(got, sizeof(got), (double)r->s[1].bytes_in);
+	human(rate, sizeof(rate), prog.rate);
+	human(wire, sizeof(wire), (double)(win + wout));
+	flockfile(stderr);
+	fprintf(stderr, "\r\033[Kstrata: sent %s, received %s, %s/s, wire %s "
+	    "(ratio %.2f)", sent, got, rate, wire,
+	    win + wout ? (double)top / (double)(win + wout) : 1.0);
+	fflush(stderr);
+	prog.shown = 1;
+	funlockfile(stderr);
+}
+
+static void
+progress_start(struct relay *r)
+{
+	struct timeval tv = {0, PROGRESS_MS * 1000};
+
+	if (o.quiet || !isatty(2))
+		return;
+	prog.r = r;
+	clock_gettime(CLOCK_MONOTONIC, &prog.last);
+	if ((prog.ev = event_new(base, -1, EV_PERSIST, progress_tick, NULL)))
+		event_add(prog.ev, &tv);
+}
+
+/* The relay ends: no more updates, and the line goes. */
+static void
+progress_stop(struct relay *r)
+{
+	if (!prog.ev || prog.r != r)
+		return;
+	event_free(prog.ev);
+	prog.ev = NULL;
+	prog.r = NULL;
+	flockfile(stderr);
+	progress_erase();
+	funlockfile(stderr);
 }
 
 /* ---- stack strings on the command line ---- */
@@ -392,6 +692,7 @@ stack_error(const char *stack, const struct strata_error *err)
 	}
 }
 
+/* A stack string or a file it names is wrong: a usage error. */
 static int
 is_usage_error(const struct strata_error *err)
 {
@@ -399,72 +700,292 @@ is_usage_error(const struct strata_error *err)
 	    err->code == STRATA_ERR_OPTION || err->code == STRATA_ERR_UNKNOWN;
 }
 
+static int
+stack_prepare(struct stackarg *a, const char *stack, int connecting)
+{
+	if (stackarg_init(a, stack, connecting, o.connect_ms,
+		o.handshake_ms) < 0) {
+		logmsg(0, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+/* Start connecting @p a in @p w's loop; NULL (reported) on error. */
 static struct bufferevent *
-connect_stack(const char *stack)
+connect_stack(struct event_base *b, struct evdns_base *d,
+    const struct stackarg *a, int quiet)
 {
 	struct strata_error err;
-	struct bufferevent *bev = strata_connect(base, dns, stack,
-	    BEV_OPT_CLOSE_ON_FREE, &err);
+	struct bufferevent *bev = strata_connect(b, d, a->s, srv.bev_opts,
+	    &err);
 
 	if (!bev) {
-		stack_error(stack, &err);
-		exit_code = is_usage_error(&err) ? EXIT_USAGE : EXIT_CONNECT;
+		stackarg_fix_error(a, 0, &err);
+		if (quiet) { /* a server's connection: logged, serving on */
+			logmsg(0, "cannot start %s: %s", a->orig, err.message);
+			return NULL;
+		}
+		stack_error(a->orig, &err);
+		set_exit(is_usage_error(&err) ? EXIT_USAGE : EXIT_CONNECT);
 	}
 	return bev;
 }
 
-/* ---- serving: admission, release, graceful stop ---- */
-
-static struct strata_listener *
-listen_stack(const char *stack, strata_accept_fn cb, void *arg)
+/*
+ * Check a proxy's target before serving: every error of the string and
+ * of the files it names (a client certificate, a CA file) shows now, not
+ * at the first connection. A tcp stack is built on a loop that never
+ * runs (tcp starts connecting from the loop); other transports connect at
+ * once (exec: would run the command), so only their filters are built,
+ * over a socket pair.
+ */
+static int
+check_target(const struct stackarg *a)
 {
+	struct event_base *scratch = event_base_new();
+	struct bufferevent *bev = NULL, *pair[2] = {NULL, NULL};
 	struct strata_error err;
-	struct strata_listener *l = strata_listen(base, stack,
-	    BEV_OPT_CLOSE_ON_FREE, cb, arg, &err);
-	char addr[256];
+	const char *filters = stackarg_filters(a);
+	int ok = 0;
 
-	if (!l) {
-		stack_error(stack, &err);
-		exit_code = is_usage_error(&err) ? EXIT_USAGE : EXIT_CONNECT;
-		return NULL;
-	}
-	if (strata_listener_address(l, addr, sizeof(addr), NULL, NULL) > 0)
-		logmsg(1, "listening on %s", addr);
-	return l;
+	if (!scratch)
+		return -1;
+	if (!strncmp(a->s + strspn(a->s, " \t\r\n"), "tcp:", 4)) {
+		bev = connect_stack(scratch, NULL, a, 0);
+		ok = bev != NULL;
+	} else if (filters && !bufferevent_pair_new(scratch,
+			      BEV_OPT_CLOSE_ON_FREE, pair)) {
+		bev = strata_push(pair[0], filters, BEV_OPT_CLOSE_ON_FREE,
+		    &err);
+		if (!bev) {
+			stackarg_fix_error(a, (size_t)(filters - a->s), &err);
+			stack_error(a->orig, &err);
+			set_exit(is_usage_error(&err) ? EXIT_USAGE
+						      : EXIT_CONNECT);
+			bufferevent_free(pair[0]);
+		}
+		bufferevent_free(pair[1]);
+		ok = bev != NULL;
+	} else
+		ok = 1;
+	if (bev)
+		bufferevent_free(bev);
+	event_base_free(scratch);
+	return ok ? 0 : -1;
 }
 
+/* ---- workers ---- */
+
+static struct worker *
+worker_of(struct bufferevent *bev)
+{
+	struct event_base *b = bufferevent_get_base(bev);
+	int i;
+
+	for (i = 0; i < srv.nw; i++)
+		if (srv.w[i].base == b)
+			return &srv.w[i];
+	return &srv.w[0];
+}
+
+/* The worker has no more connections to wait for: its loop ends. */
+static void
+worker_finish(struct worker *w)
+{
+	event_base_loopexit(w->base, NULL);
+}
+
+static void
+drain_expired(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)fd;
+	(void)what;
+	logmsg(0, "worker %d: --drain-timeout expired, cutting %lu "
+		  "connection(s)", w->id, w->live);
+	set_exit(EXIT_FAILURE_);
+	worker_finish(w);
+}
+
+/* In the worker's thread: no new connections; end when the last goes. */
+static void
+worker_drain(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)fd;
+	(void)what;
+	w->draining = 1;
+	if (!w->live)
+		worker_finish(w);
+	else
+		evtimer_add(w->drain_timer, &o.drain_timeout);
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+
+	event_base_dispatch(w->base);
+	worker_reap(w);
+	event_active(w->done_ev, EV_TIMEOUT, 1);
+	return NULL;
+}
+
+/* In the main thread: a worker's loop ended. */
+static void
+worker_done(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (--srv.running == 0)
+		event_base_loopexit(base, NULL);
+}
+
+static void
+worker_free(struct worker *w)
+{
+	if (w->drain_ev)
+		event_free(w->drain_ev);
+	if (w->drain_timer)
+		event_free(w->drain_timer);
+	if (w->keep)
+		event_free(w->keep);
+	if (w->done_ev)
+		event_free(w->done_ev);
+	if (w->base != base) {
+		if (w->dns)
+			evdns_base_free(w->dns, 0);
+		if (w->base)
+			event_base_free(w->base);
+	}
+}
+
+static void
+keep_alive(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+}
+
+static int
+worker_init(struct worker *w, int id, int threaded)
+{
+	struct timeval day = {86400, 0};
+
+	w->id = id;
+	w->conns.prev = w->conns.next = &w->conns;
+	if (!threaded) {
+		w->base = base;
+		w->dns = dns;
+	} else if ((w->base = event_base_new()) != NULL) {
+		w->dns = evdns_base_new(w->base,
+		    EVDNS_BASE_INITIALIZE_NAMESERVERS);
+		w->keep = event_new(w->base, -1, EV_PERSIST, keep_alive, w);
+		w->done_ev = event_new(base, -1, 0, worker_done, w);
+		if (w->keep)
+			event_add(w->keep, &day);
+	}
+	if (!w->base)
+		return -1;
+	w->drain_ev = event_new(w->base, -1, 0, worker_drain, w);
+	w->drain_timer = evtimer_new(w->base, drain_expired, w);
+	return w->drain_ev && w->drain_timer &&
+	    (!threaded || (w->keep && w->done_ev)) ? 0 : -1;
+}
+
+/* --workers: how many, and the threads' loops before anything listens. */
+static int
+workers_make(int n)
+{
+	int i;
+
+	if (!(srv.w = calloc((size_t)n, sizeof(*srv.w))))
+		return -1;
+	srv.nw = n;
+	for (i = 0; i < n; i++)
+		if (worker_init(&srv.w[i], i + 1, n > 1) < 0) {
+			logmsg(0, "cannot set up worker %d", i + 1);
+			return -1;
+		}
+	return 0;
+}
+
+static int
+workers_start(void)
+{
+	int i;
+
+	if (srv.nw == 1)
+		return 0;
+	for (i = 0; i < srv.nw; i++) {
+		if (pthread_create(&srv.w[i].thread, NULL, worker_main,
+			&srv.w[i]) != 0) {
+			logmsg(0, "cannot start worker %d", i + 1);
+			return -1;
+		}
+		srv.w[i].started = 1;
+		srv.running++;
+	}
+	return 0;
+}
+
+static void
+workers_end(void)
+{
+	int i;
+
+	for (i = 0; i < srv.nw; i++) {
+		if (srv.w[i].started)
+			pthread_join(srv.w[i].thread, NULL);
+		worker_free(&srv.w[i]);
+	}
+	free(srv.w);
+	srv.w = NULL;
+	srv.nw = 0;
+}
+
+/* ---- serving: admission, release, graceful stop, reload ---- */
 
 /* A connection may start unless --max-conns are live (then refused). */
 static int
-admit(struct bufferevent *top)
+admit(struct worker *w, struct bufferevent *top)
 {
+	unsigned long n = __atomic_add_fetch(&srv.live, 1, __ATOMIC_ACQ_REL);
 	char peer[128] = "?";
 
-	if (srv.draining || (o.max_conns && srv.live >= o.max_conns)) {
+	if (w->draining || __atomic_load_n(&srv.draining, __ATOMIC_ACQUIRE) ||
+	    (o.max_conns && n > o.max_conns)) {
+		__atomic_sub_fetch(&srv.live, 1, __ATOMIC_ACQ_REL);
 		strata_peer_address(top, peer, sizeof(peer), NULL, NULL);
-		logmsg(1, "refused %s: %s", peer, srv.draining
-		    ? "shutting down" : "--max-conns reached");
+		logmsg(1, "refused %s: %s", peer, o.max_conns && n > o.max_conns
+		    ? "--max-conns reached" : "shutting down");
 		bufferevent_free(top);
 		return 0;
 	}
-	srv.live++;
+	w->live++;
 	return 1;
 }
 
 static void
-release(void)
+release(struct worker *w)
 {
-	if (srv.live)
-		srv.live--;
-	if (srv.draining && !srv.live)
-		event_base_loopexit(base, NULL);
+	__atomic_sub_fetch(&srv.live, 1, __ATOMIC_ACQ_REL);
+	if (w->live)
+		w->live--;
+	if (w->draining && !w->live)
+		worker_finish(w);
 }
 
 static void
 relay_released(struct relay *r)
 {
-	(void)r;
-	release();
+	release(r->w);
 }
 
 /* SIGTERM/SIGINT: stop accepting, let connections finish within
@@ -472,100 +993,175 @@ relay_released(struct relay *r)
 static void
 on_signal(evutil_socket_t sig, short what, void *arg)
 {
+	int i;
+
 	(void)what;
 	(void)arg;
 	if (srv.draining) {
 		logmsg(1, "second signal: exiting now");
-		event_base_loopbreak(base);
+		if (__atomic_load_n(&srv.live, __ATOMIC_ACQUIRE))
+			set_exit(EXIT_FAILURE_);
+		for (i = 0; i < srv.nw; i++)
+			event_base_loopbreak(srv.w[i].base);
 		return;
 	}
-	srv.draining = 1;
+	__atomic_store_n(&srv.draining, 1, __ATOMIC_RELEASE);
 	logmsg(1, "signal %d: no new connections; %lu still running, "
-		  "waiting up to %ld s", (int)sig, srv.live,
+		  "waiting up to %ld s", (int)sig,
+	    __atomic_load_n(&srv.live, __ATOMIC_ACQUIRE),
 	    (long)o.drain_timeout.tv_sec);
 	strata_listener_free(srv.l);
 	srv.l = NULL;
-	if (!srv.live)
-		event_base_loopexit(base, NULL);
-	else
-		event_base_loopexit(base, &o.drain_timeout);
+	for (i = 0; i < srv.nw; i++) {
+		if (srv.nw == 1)
+			worker_drain(-1, 0, &srv.w[i]);
+		else
+			event_active(srv.w[i].drain_ev, EV_TIMEOUT, 1);
+	}
+}
+
+/* SIGHUP: read the listening stack's files again (certificates, keys,
+ * CAs); a broken file is logged and the old ones stay. */
+static void
+on_hup(evutil_socket_t sig, short what, void *arg)
+{
+	struct strata_error err;
+
+	(void)sig;
+	(void)what;
+	(void)arg;
+	if (!srv.l)
+		return;
+	if (strata_listener_reload(srv.l, &err) == 0) {
+		logmsg(1, "SIGHUP: reloaded %s", srv.stack.orig);
+		return;
+	}
+	stackarg_fix_error(&srv.stack, 0, &err);
+	logmsg(0, "SIGHUP: reload failed, new connections keep the old "
+		  "certificates and keys: %s", err.message);
+}
+
+static struct strata_listener *
+listen_stack(strata_accept_fn cb)
+{
+	struct strata_error err;
+	struct strata_listener *l = strata_listen(base, srv.stack.s,
+	    srv.bev_opts, cb, NULL, &err);
+	char addr[256];
+
+	if (!l) {
+		stackarg_fix_error(&srv.stack, 0, &err);
+		stack_error(srv.stack.orig, &err);
+		set_exit(is_usage_error(&err) ? EXIT_USAGE : EXIT_CONNECT);
+		return NULL;
+	}
+	if (strata_listener_address(l, addr, sizeof(addr), NULL, NULL) > 0)
+		logmsg(1, "listening on %s (%d worker%s)", addr, srv.nw,
+		    srv.nw > 1 ? "s" : "");
+	return l;
+}
+
+static int
+spread(void)
+{
+	struct event_base *bases[MAX_WORKERS];
+	struct strata_error err;
+	int i;
+
+	if (srv.nw == 1)
+		return 0;
+	for (i = 0; i < srv.nw; i++)
+		bases[i] = srv.w[i].base;
+	if (strata_listener_spread(srv.l, bases, (size_t)srv.nw, &err) < 0) {
+		logmsg(0, "%s", err.message);
+		return -1;
+	}
+	return 0;
 }
 
 /* Listen, run until a signal drains the server, clean up. */
 static int
-serve(const char *stack, strata_accept_fn cb, void *arg)
+serve(strata_accept_fn cb)
 {
-	struct event *sig[2];
+	static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+	struct event *sig[3] = {NULL, NULL, NULL};
 	int i;
 
-	srv.stack = stack;
-	if (!(srv.l = listen_stack(stack, cb, arg)))
-		return exit_code;
-	sig[0] = evsignal_new(base, SIGTERM, on_signal, NULL);
-	sig[1] = evsignal_new(base, SIGINT, on_signal, NULL);
-	for (i = 0; i < 2; i++)
+	if (!(srv.l = listen_stack(cb)) || spread() < 0)
+		goto out;
+	for (i = 0; i < 3; i++) {
+		sig[i] = evsignal_new(base, sigs[i],
+		    sigs[i] == SIGHUP ? on_hup : on_signal, NULL);
 		if (sig[i])
 			evsignal_add(sig[i], NULL);
+	}
+	if (workers_start() < 0) {
+		/* the ones running end (and are joined) as in a drain; a
+		 * loopbreak could come before their loop starts, and be lost */
+		set_exit(EXIT_FAILURE_);
+		for (i = 0; i < srv.nw; i++)
+			if (srv.w[i].started)
+				event_active(srv.w[i].drain_ev, EV_TIMEOUT, 1);
+		goto out;
+	}
 	event_base_dispatch(base);
-	for (i = 0; i < 2; i++)
+	if (srv.nw == 1)
+		worker_reap(&srv.w[0]);
+out:
+	for (i = 0; i < 3; i++)
 		if (sig[i])
 			event_free(sig[i]);
 	strata_listener_free(srv.l);
 	srv.l = NULL;
-	return exit_code;
+	return __atomic_load_n(&exit_code, __ATOMIC_ACQUIRE);
 }
 
 /* ---- strata proxy ---- */
 
-struct proxy {
-	const char *target;
-};
-
 static void
 proxy_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
 {
-	struct proxy *p = arg;
+	struct worker *w = worker_of(top);
 	struct bufferevent *t;
 	char peer[128] = "?";
-
 	struct relay *r;
 
 	(void)l;
-	if (!admit(top))
+	(void)arg;
+	if (!admit(w, top))
 		return;
 	strata_peer_address(top, peer, sizeof(peer), NULL, NULL);
-	t = connect_stack(p->target);
-	if (!t) {
-		logmsg(0, "connection from %s: cannot start %s", peer,
-		    p->target);
-		exit_code = EXIT_OK; /* the proxy keeps serving */
+	if (!(t = connect_stack(w->base, w->dns, &srv.target, 1))) {
+		logmsg(0, "connection from %s closed", peer);
 		bufferevent_free(top);
-		release();
+		release(w);
 		return;
 	}
-	if (!(r = relay_new(top, "client", srv.stack, t, "target",
-		  p->target))) {
+	if (!(r = relay_new(w, top, "client", srv.stack.orig, t, "target",
+		  srv.target.orig))) {
 		bufferevent_free(top);
 		bufferevent_free(t);
-		release();
+		release(w);
 		return;
 	}
 	r->on_end = relay_released;
-	logmsg(1, "#%lu accepted from %s", conn_serial, peer);
+	logmsg(1, "#%lu w%d accepted from %s", r->id, w->id, peer);
 }
 
 static int
 cmd_proxy(int argc, char **argv)
 {
-	struct proxy p;
-
 	if (argc != 2) {
 		fprintf(stderr, "usage: strata proxy [options] LISTEN_STACK "
 				"TARGET_STACK\n");
 		return EXIT_USAGE;
 	}
-	p.target = argv[1];
-	return serve(argv[0], proxy_accept, &p);
+	if (stack_prepare(&srv.stack, argv[0], 0) < 0 ||
+	    stack_prepare(&srv.target, argv[1], 1) < 0)
+		return EXIT_FAILURE_;
+	if (check_target(&srv.target) < 0)
+		return exit_code;
+	return serve(proxy_accept);
 }
 
 /* ---- strata connect: stdin/stdout through a stack ---- */
@@ -593,93 +1189,156 @@ static int
 cmd_connect(int argc, char **argv)
 {
 	struct bufferevent *net, *io;
+	struct stackarg a;
 	struct relay *r;
 
 	if (argc != 1) {
 		fprintf(stderr, "usage: strata connect [options] STACK\n");
 		return EXIT_USAGE;
 	}
-	if (!(net = connect_stack(argv[0])))
-		return exit_code;
+	srv.one_shot = 1;
+	if (stack_prepare(&a, argv[0], 1) < 0)
+		return EXIT_FAILURE_;
+	if (!(net = connect_stack(base, dns, &a, 0)))
+		goto out;
 	if (!(io = stdio_stack())) {
 		bufferevent_free(net);
-		return EXIT_FAILURE_;
+		set_exit(EXIT_FAILURE_);
+		goto out;
 	}
-	if (!(r = relay_new(io, "stdio", "pipe:stdio", net, "remote",
-		  argv[0])))
-		return EXIT_FAILURE_;
+	if (!(r = relay_new(NULL, io, "stdio", "pipe:stdio", net, "remote",
+		  argv[0]))) {
+		set_exit(EXIT_FAILURE_);
+		goto out;
+	}
 	r->on_end = end_loop;
+	progress_start(r);
 	event_base_dispatch(base);
+out:
+	stackarg_clear(&a);
 	return exit_code;
 }
 
 /* ---- strata listen ---- */
 
+struct echo {
+	struct conn conn;	/* first */
+	struct worker *w;
+	struct bufferevent *bev;
+};
+
+/* Echo with back-pressure: a client that sends and never reads stops
+ * being read once RELAY_HIGH bytes wait for it, as a relay does. */
 static void
 echo_read(struct bufferevent *bev, void *arg)
 {
 	(void)arg;
 	bufferevent_write_buffer(bev, bufferevent_get_input(bev));
+	if (evbuffer_get_length(bufferevent_get_output(bev)) >= RELAY_HIGH)
+		bufferevent_disable(bev, EV_READ);
+}
+
+/* The output fell to RELAY_LOW: read again. */
+static void
+echo_write(struct bufferevent *bev, void *arg)
+{
+	(void)arg;
+	bufferevent_enable(bev, EV_READ);
+}
+
+static void
+echo_done(struct echo *e)
+{
+	release(e->w);
+	conn_del(&e->conn);
+	free(e);
 }
 
 static void
 echo_closed(int delivered, void *arg)
 {
 	(void)delivered;
-	(void)arg;
-	release();
+	echo_done(arg);
+}
+
+static void
+echo_kill(struct conn *c)
+{
+	struct echo *e = (struct echo *)c;
+
+	bufferevent_free(e->bev); /* also mid-close */
+	conn_del(c);
+	free(e);
 }
 
 static void
 echo_event(struct bufferevent *bev, short what, void *arg)
 {
-	(void)arg;
+	struct echo *e = arg;
+
 	if (what & BEV_EVENT_EOF)
-		strata_close(bev, NULL, echo_closed, NULL);
+		strata_close(bev, NULL, echo_closed, e);
 	else if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
 		logmsg(0, "echo: %s", strata_last_error(bev)
-		    ? strata_last_error(bev) : "timeout");
+		    ? strata_last_error(bev) : "idle timeout");
 		bufferevent_free(bev);
-		release();
+		echo_done(e);
 	}
+}
+
+static void
+listen_echo(struct worker *w, struct bufferevent *top)
+{
+	struct echo *e = calloc(1, sizeof(*e));
+
+	if (!e) {
+		bufferevent_free(top);
+		release(w);
+		return;
+	}
+	e->w = w;
+	e->bev = top;
+	conn_add(w, &e->conn, echo_kill);
+	bufferevent_setcb(top, echo_read, echo_write, echo_event, e);
+	bufferevent_setwatermark(top, EV_WRITE, RELAY_LOW, 0);
+	if (o.idle_timeout.tv_sec || o.idle_timeout.tv_usec)
+		strata_set_timeouts(top, &o.idle_timeout, NULL);
+	apply_limits(top);
+	bufferevent_enable(top, EV_READ | EV_WRITE);
 }
 
 static void
 listen_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
 {
+	struct worker *w = worker_of(top);
 	struct bufferevent *other;
-	char peer[128] = "?", cmd[4096];
+	char peer[128] = "?";
 	struct relay *r;
 
 	(void)arg;
-	if (!admit(top))
+	if (!admit(w, top))
 		return;
 	strata_peer_address(top, peer, sizeof(peer), NULL, NULL);
-	logmsg(1, "accepted from %s", peer);
+	logmsg(1, "w%d accepted from %s", w->id, peer);
 	if (o.echo) {
-		bufferevent_setcb(top, echo_read, NULL, echo_event, NULL);
-		if (o.idle_timeout.tv_sec || o.idle_timeout.tv_usec)
-			strata_set_timeouts(top, &o.idle_timeout, NULL);
-		apply_limits(top);
-		bufferevent_enable(top, EV_READ | EV_WRITE);
+		listen_echo(w, top);
 		return;
 	}
-	if (o.exec_cmd) {
-		snprintf(cmd, sizeof(cmd), "exec:%s", o.exec_cmd);
-		other = connect_stack(cmd);
-	} else {
+	if (o.exec_cmd)
+		other = connect_stack(w->base, w->dns, &srv.target, 1);
+	else {
 		/* one connection, relayed to stdin/stdout */
 		other = stdio_stack();
 		strata_listener_free(l);
 		srv.l = NULL;
 	}
-	if (!other || !(r = relay_new(top, "client", srv.stack, other,
+	if (!other || !(r = relay_new(w, top, "client", srv.stack.orig, other,
 			     o.exec_cmd ? "command" : "stdio",
 			     o.exec_cmd ? o.exec_cmd : "pipe:stdio"))) {
 		bufferevent_free(top);
 		if (other)
 			bufferevent_free(other);
-		release();
+		release(w);
 		if (!o.exec_cmd)
 			event_base_loopexit(base, NULL);
 		return;
@@ -690,12 +1349,21 @@ listen_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
 static int
 cmd_listen(int argc, char **argv)
 {
+	char cmd[4096];
+
 	if (argc != 1) {
 		fprintf(stderr, "usage: strata listen [options] STACK "
 				"[--echo | --exec COMMAND]\n");
 		return EXIT_USAGE;
 	}
-	return serve(argv[0], listen_accept, NULL);
+	if (stack_prepare(&srv.stack, argv[0], 0) < 0)
+		return EXIT_FAILURE_;
+	if (o.exec_cmd) {
+		snprintf(cmd, sizeof(cmd), "exec:%s", o.exec_cmd);
+		if (stack_prepare(&srv.target, cmd, 1) < 0)
+			return EXIT_FAILURE_;
+	}
+	return serve(listen_accept);
 }
 
 /* ---- strata plugins ---- */
@@ -732,6 +1400,12 @@ cmd_plugins(int argc, char **argv)
 	return EXIT_OK;
 }
 
+static int
+cmd_demo(int argc, char **argv)
+{
+	return demo_run(base, argc, argv);
+}
+
 /* ---- main ---- */
 
 static const char usage_text[] =
@@ -745,36 +1419,69 @@ static const char usage_text[] =
     "  demo                              tcp | tls | zlib | lines on loopback\n"
     "\n"
     "options:\n"
-    "  -v, --verbose        more detail (per-layer statistics at the end)\n"
-    "  -q, --quiet          errors only\n"
-    "  --stats              print each stack's per-layer table at the end\n"
-    "  --log-format F       text (stderr) or json (a line per connection\n"
-    "                       on stdout)\n"
-    "  --idle-timeout S     close a connection silent this long (off)\n"
-    "  --max-conns N        refuse connections beyond N at once\n"
-    "  --rate BYTES         per connection and direction, e.g. 1M\n"
-    "  --rate-total BYTES   all connections together\n"
-    "  --drain-timeout S    on SIGTERM/SIGINT, wait this long for running\n"
-    "                       connections (30); a second signal exits now\n"
-    "  --echo               listen: echo what each connection sends\n"
-    "  --exec COMMAND       listen: relay each connection to a command\n"
+    "  -v, --verbose          more detail (per-layer statistics at the end)\n"
+    "  -q, --quiet            errors only\n"
+    "  --stats                print each stack's per-layer table at the end\n"
+    "  --log-format F         text (stderr) or json (a line per connection\n"
+    "                         on stdout)\n"
+    "  --connect-timeout S    tcp stacks: give up connecting (10 s); a\n"
+    "                         timeout= in the stack string wins\n"
+    "  --handshake-timeout S  every tls layer: give up the handshake (10 s);\n"
+    "                         a handshake-timeout= in the stack wins\n"
+    "  --idle-timeout S       close a connection silent this long (off)\n"
+    "  --max-conns N          refuse connections beyond N at once (all\n"
+    "                         workers together)\n"
+    "  --rate BYTES           per connection and direction, e.g. 1M\n"
+    "  --rate-total BYTES     all connections of all workers together\n"
+    "  --workers N            proxy, listen: N threads with a loop each\n"
+    "                         (default: one per CPU)\n"
+    "  --drain-timeout S      on SIGTERM/SIGINT, wait this long for running\n"
+    "                         connections (30); a second signal exits now\n"
+    "  --echo                 listen: echo what each connection sends\n"
+    "  --exec COMMAND         listen: relay each connection to a command\n"
     "\n"
+    "signals (proxy, listen): SIGTERM/SIGINT drain, SIGHUP reloads the\n"
+    "  listening stack's certificates and keys (a bad file is logged and\n"
+    "  the old ones kept).\n"
     "stacks: \"tcp://host:port | filter(key=value) | ...\", see\n"
-    "  strata plugins. Exit codes: 0 ok, 1 a connection ended with an\n"
-    "  error, 2 usage, 3 could not connect or listen.\n";
+    "  strata plugins.\n"
+    "exit codes: 0 ok; 1 a connection failed after it was set up; 2 usage\n"
+    "  (command line, stack string, or a file it names); 3 could not\n"
+    "  connect, listen or finish the TLS handshake; 4 TLS verification of\n"
+    "  the peer failed (certificate, name or pin); 5 timed out (connect,\n"
+    "  handshake or idle).\n";
 
 static int
-parse_seconds(const char *s, struct timeval *tv)
+parse_seconds(const char *s, const char *what, struct timeval *tv)
 {
 	char *end;
 	double v = strtod(s, &end);
 
-	if (end == s || *end || v < 0 || v > 86400) {
-		fprintf(stderr, "strata: bad number of seconds '%s'\n", s);
+	if (end == s || *end || !(v >= 0) || v > 86400) {
+		fprintf(stderr, "strata: bad value '%s' for %s (seconds, from 0 "
+				"to 86400)\n", s, what);
 		return -1;
 	}
 	tv->tv_sec = (time_t)v;
 	tv->tv_usec = (suseconds_t)((v - (double)tv->tv_sec) * 1e6);
+	return 0;
+}
+
+/* Seconds into milliseconds, at least 1 ms, at most an hour (the limits
+ * of tcp's timeout= and tls's handshake-timeout=). */
+static int
+parse_ms(const char *s, const char *what, uint64_t *ms)
+{
+	struct timeval tv;
+
+	if (parse_seconds(s, what, &tv) < 0)
+		return -1;
+	*ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+	if (*ms < 1 || *ms > 3600000) {
+		fprintf(stderr, "strata: bad value '%s' for %s (seconds, from "
+				"0.001 to 3600)\n", s, what);
+		return -1;
+	}
 	return 0;
 }
 
@@ -803,6 +1510,61 @@ parse_bytes(const char *s, const char *what, uint64_t *out)
 }
 
 static int
+parse_workers(const char *s)
+{
+	uint64_t v;
+
+	if (parse_bytes(s, "--workers", &v) < 0)
+		return -1;
+	if (v > MAX_WORKERS) {
+		fprintf(stderr, "strata: --workers: at most %d\n", MAX_WORKERS);
+		return -1;
+	}
+	o.workers = (int)v;
+	return 0;
+}
+
+/* One option; -1 on a bad value. */
+static int
+parse_one(int c)
+{
+	uint64_t v;
+
+	switch (c) {
+	case 'v': o.verbose++; return 0;
+	case 'q': o.quiet = 1; return 0;
+	case 'S': o.stats = 1; return 0;
+	case 'E': o.echo = 1; return 0;
+	case 'X': o.exec_cmd = optarg; return 0;
+	case 'I': return parse_seconds(optarg, "--idle-timeout",
+		      &o.idle_timeout);
+	case 'D': return parse_seconds(optarg, "--drain-timeout",
+		      &o.drain_timeout);
+	case 'C': return parse_ms(optarg, "--connect-timeout", &o.connect_ms);
+	case 'H': return parse_ms(optarg, "--handshake-timeout",
+		      &o.handshake_ms);
+	case 'W': return parse_workers(optarg);
+	case 'M':
+		if (parse_bytes(optarg, "--max-conns", &v) < 0)
+			return -1;
+		o.max_conns = (unsigned long)v;
+		return 0;
+	case 'R': return parse_bytes(optarg, "--rate", &o.rate);
+	case 'T': return parse_bytes(optarg, "--rate-total", &o.rate_total);
+	case 'L':
+		if (strcmp(optarg, "json") && strcmp(optarg, "text")) {
+			fprintf(stderr, "strata: --log-format is json or "
+					"text, not '%s'\n", optarg);
+			return -1;
+		}
+		o.json = !strcmp(optarg, "json");
+		return 0;
+	case 'h': fputs(usage_text, stdout); exit(EXIT_OK);
+	default: return -1; /* getopt said what */
+	}
+}
+
+static int
 parse_options(int argc, char **argv)
 {
 	static const struct option longs[] = {
@@ -812,57 +1574,29 @@ parse_options(int argc, char **argv)
 		{"echo", no_argument, NULL, 'E'},
 		{"exec", required_argument, NULL, 'X'},
 		{"idle-timeout", required_argument, NULL, 'I'},
+		{"connect-timeout", required_argument, NULL, 'C'},
+		{"handshake-timeout", required_argument, NULL, 'H'},
 		{"drain-timeout", required_argument, NULL, 'D'},
 		{"max-conns", required_argument, NULL, 'M'},
 		{"rate", required_argument, NULL, 'R'},
 		{"rate-total", required_argument, NULL, 'T'},
+		{"workers", required_argument, NULL, 'W'},
 		{"log-format", required_argument, NULL, 'L'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	uint64_t v;
 	int c;
 
+	opterr = 0; /* our own words, naming the tool */
 	while ((c = getopt_long(argc, argv, "vqh", longs, NULL)) != -1) {
-		switch (c) {
-		case 'v': o.verbose++; break;
-		case 'q': o.quiet = 1; break;
-		case 'S': o.stats = 1; break;
-		case 'E': o.echo = 1; break;
-		case 'X': o.exec_cmd = optarg; break;
-		case 'I':
-			if (parse_seconds(optarg, &o.idle_timeout) < 0)
-				return -1;
-			break;
-		case 'D':
-			if (parse_seconds(optarg, &o.drain_timeout) < 0)
-				return -1;
-			break;
-		case 'M':
-			if (parse_bytes(optarg, "--max-conns", &v) < 0)
-				return -1;
-			o.max_conns = (unsigned long)v;
-			break;
-		case 'R':
-			if (parse_bytes(optarg, "--rate", &o.rate) < 0)
-				return -1;
-			break;
-		case 'T':
-			if (parse_bytes(optarg, "--rate-total",
-				&o.rate_total) < 0)
-				return -1;
-			break;
-		case 'L':
-			if (strcmp(optarg, "json") && strcmp(optarg, "text")) {
-				fprintf(stderr, "strata: --log-format is json "
-						"or text\n");
-				return -1;
-			}
-			o.json = !strcmp(optarg, "json");
-			break;
-		case 'h': fputs(usage_text, stdout); exit(EXIT_OK);
-		default: return -1;
+		if (c == '?') {
+			fprintf(stderr, "strata: unknown option, or one without "
+					"its value: '%s' (see strata --help)\n",
+			    argv[optind - 1]);
+			return -1;
 		}
+		if (parse_one(c) < 0)
+			return -1;
 	}
 	if (o.echo && o.exec_cmd) {
 		fprintf(stderr, "strata: --echo and --exec exclude each "
@@ -895,265 +1629,75 @@ new_base(void)
 	return b;
 }
 
-/* Token buckets refilled every 50 ms, bursts of one refill. */
+/*
+ * Token buckets refilled every RATE_TICK_MS, holding up to
+ * RATE_BURST_TICKS refills: a loop that misses a refill (libevent's group
+ * timer, in the main thread, skips a worker whose lock is held at that
+ * moment until the next tick) spends it later instead of losing it. The
+ * long-run rate is exact; a burst may reach 200 ms worth.
+ */
 static struct ev_token_bucket_cfg *
 bucket(uint64_t rate)
 {
-	static const struct timeval tick = {0, 50000};
-	size_t per_tick = (size_t)(rate / 20 ? rate / 20 : 1);
+	static const struct timeval tick = {0, RATE_TICK_MS * 1000};
+	uint64_t per_tick = rate / (1000 / RATE_TICK_MS);
 
-	return ev_token_bucket_cfg_new(per_tick, per_tick, per_tick,
-	    per_tick, &tick);
+	if (!per_tick)
+		per_tick = 1;
+	if (per_tick > (uint64_t)INT32_MAX / RATE_BURST_TICKS)
+		per_tick = (uint64_t)INT32_MAX / RATE_BURST_TICKS; /* ~40 GB/s */
+	return ev_token_bucket_cfg_new(per_tick, RATE_BURST_TICKS * per_tick,
+	    per_tick, RATE_BURST_TICKS * per_tick, &tick);
 }
 
 static int
 setup_limits(void)
 {
-	if (o.rate && !(srv.rate = bucket(o.rate)))
+	if (o.rate && !(srv.rate = bucket(o.rate))) {
+		logmsg(0, "--rate: cannot make a token bucket");
 		return -1;
+	}
 	if (o.rate_total) {
 		srv.rate_total_cfg = bucket(o.rate_total);
 		srv.total = srv.rate_total_cfg
 		    ? bufferevent_rate_limit_group_new(base, srv.rate_total_cfg)
 		    : NULL;
-		if (!srv.total)
+		if (!srv.total) {
+			logmsg(0, "--rate-total: cannot make a rate limit "
+				  "group");
 			return -1;
+		}
+		if (srv.nw > 1)
+			srv.bev_opts |= BEV_OPT_THREADSAFE;
 	}
 	return 0;
 }
 
-/* ---- strata demo ---- */
+static void
+free_limits(void)
+{
+	if (srv.total)
+		bufferevent_rate_limit_group_free(srv.total);
+	if (srv.rate)
+		ev_token_bucket_cfg_free(srv.rate);
+	if (srv.rate_total_cfg)
+		ev_token_bucket_cfg_free(srv.rate_total_cfg);
+}
 
-/*
- * An ephemeral P-256 key and self-signed certificate for "localhost" in
- * @p dir (cert.pem, key.pem), and the SHA-256 pin of its public key (hex),
- * so the demo's client trusts exactly that key.
- */
+/* How many workers a command runs: servers one per CPU by default; a
+ * listen without --echo/--exec serves one connection, in the main loop. */
 static int
-demo_cert(const char *dir, char pin[65])
+worker_count(const char *cmd)
 {
-	EVP_PKEY *key = EVP_EC_gen("P-256");
-	X509 *x = X509_new();
-	unsigned char *der = NULL, md[32];
-	char path[512];
-	FILE *f;
-	int len, i, ok = 0;
+	long cpus;
 
-	if (!key || !x)
-		goto out;
-	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-	X509_gmtime_adj(X509_getm_notBefore(x), -60);
-	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-	X509_set_pubkey(x, key);
-	X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN",
-	    MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1, 0);
-	X509_set_issuer_name(x, X509_get_subject_name(x));
-	if (!X509_sign(x, key, EVP_sha256()))
-		goto out;
-	snprintf(path, sizeof(path), "%s/cert.pem", dir);
-	if (!(f = fopen(path, "w")) || !PEM_write_X509(f, x))
-		goto close;
-	fclose(f);
-	snprintf(path, sizeof(path), "%s/key.pem", dir);
-	if (!(f = fopen(path, "w")) ||
-	    !PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL))
-		goto close;
-	len = i2d_PUBKEY(key, &der);
-	if (len <= 0 || !SHA256(der, (size_t)len, md))
-		goto close;
-	for (i = 0; i < 32; i++)
-		snprintf(pin + 2 * i, 3, "%02x", md[i]);
-	ok = 1;
-close:
-	if (f)
-		fclose(f);
-out:
-	OPENSSL_free(der);
-	X509_free(x);
-	EVP_PKEY_free(key);
-	return ok ? 0 : -1;
-}
-
-struct demo {
-	struct bufferevent *client, *server;
-	struct evbuffer *text;	/* what was sent */
-	size_t size, sent, got, echoed;
-	int bad, done, failed;
-	struct timespec start;
-};
-
-static void
-demo_server_read(struct bufferevent *bev, void *arg)
-{
-	struct demo *d = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-
-	d->echoed += evbuffer_get_length(in);
-	bufferevent_write_buffer(bev, in); /* echo, line by line */
-}
-
-static void
-demo_event(struct bufferevent *bev, short what, void *arg)
-{
-	struct demo *d = arg;
-
-	if (what & BEV_EVENT_ERROR) {
-		fprintf(stderr, "strata demo: %s\n", strata_last_error(bev)
-		    ? strata_last_error(bev) : "error");
-		d->failed = 1;
-		event_base_loopexit(base, NULL);
-	} else if (what & BEV_EVENT_EOF && bev == d->server)
-		bufferevent_flush(bev, EV_WRITE, BEV_FINISHED);
-	else if (what & BEV_EVENT_EOF) {
-		d->done = 1;
-		event_base_loopexit(base, NULL);
-	}
-}
-
-/* The echo comes back: compare with what was sent, byte for byte. */
-static void
-demo_client_read(struct bufferevent *bev, void *arg)
-{
-	struct demo *d = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-	char buf[4096], want[4096];
-	struct evbuffer_ptr p;
-	size_t k;
-
-	while ((k = evbuffer_get_length(in)) > 0) {
-		if (k > sizeof(buf))
-			k = sizeof(buf);
-		evbuffer_remove(in, buf, k);
-		if (d->got + k > d->size ||
-		    evbuffer_ptr_set(d->text, &p, d->got, EVBUFFER_PTR_SET) < 0 ||
-		    evbuffer_copyout_from(d->text, &p, want, k) !=
-			(ev_ssize_t)k || memcmp(want, buf, k))
-			d->bad = 1;
-		d->got += k;
-	}
-}
-
-static void
-demo_client_event(struct bufferevent *bev, short what, void *arg)
-{
-	struct demo *d = arg;
-
-	if (what & BEV_EVENT_CONNECTED) {
-		/* send it all, then end our direction: the echo keeps going */
-		evbuffer_add_buffer_reference(bufferevent_get_output(bev),
-		    d->text);
-		d->sent = d->size;
-		bufferevent_flush(bev, EV_WRITE, BEV_FINISHED);
-		return;
-	}
-	demo_event(bev, what, arg);
-}
-
-static void
-demo_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
-{
-	struct demo *d = arg;
-
-	(void)l;
-	d->server = top;
-	bufferevent_setcb(top, demo_server_read, NULL, demo_event, d);
-	bufferevent_enable(top, EV_READ | EV_WRITE);
-}
-
-static void
-demo_text(struct evbuffer *b, size_t size)
-{
-	static const char *words[] = {"stream", "filter", "layer", "libevent",
-	    "bufferevent", "compressed", "encrypted", "line", "strata",
-	    "handshake", "record", "window"};
-	size_t n = 0;
-	unsigned long i = 0;
-
-	while (n < size) {
-		char line[160];
-		int k = snprintf(line, sizeof(line), "%08lu %s %s %s %s\n", i,
-		    words[i % 12], words[(i / 12) % 12], words[(i * 7) % 12],
-		    words[(i * 5 + 3) % 12]);
-		evbuffer_add(b, line, (size_t)k);
-		n += (size_t)k;
-		i++;
-	}
-}
-
-static int
-cmd_demo(int argc, char **argv)
-{
-	char dir[] = "/tmp/strata-demo-XXXXXX", pin[65], sstack[1024];
-	char cstack[512], addr[128], table[4096];
-	struct strata_listener *l;
-	struct strata_error err;
-	struct demo d;
-	double secs;
-	int port;
-
-	(void)argv;
-	memset(&d, 0, sizeof(d));
-	d.size = argc ? 0 : 4u << 20;
-	if (!mkdtemp(dir) || demo_cert(dir, pin) < 0) {
-		fprintf(stderr, "strata demo: cannot make a certificate\n");
-		return EXIT_FAILURE_;
-	}
-	snprintf(sstack, sizeof(sstack), "tcp://127.0.0.1:0 | tls(cert=%s/"
-	    "cert.pem, key=%s/key.pem) | zlib | lines", dir, dir);
-	printf("strata demo: a text through tcp | tls | zlib | lines on "
-	       "loopback, echoed back and checked\n\n");
-	if (!(l = strata_listen(base, sstack, BEV_OPT_CLOSE_ON_FREE,
-		  demo_accept, &d, &err))) {
-		fprintf(stderr, "strata demo: %s\n", err.message);
-		return EXIT_CONNECT;
-	}
-	port = strata_listener_port(l);
-	snprintf(cstack, sizeof(cstack), "tcp://127.0.0.1:%d | tls(pin="
-	    "sha256:%s) | zlib | lines", port, pin);
-	d.text = evbuffer_new();
-	demo_text(d.text, d.size);
-	d.size = evbuffer_get_length(d.text);
-	clock_gettime(CLOCK_MONOTONIC, &d.start);
-	d.client = strata_connect(base, NULL, cstack, BEV_OPT_CLOSE_ON_FREE,
-	    &err);
-	if (!d.client) {
-		fprintf(stderr, "strata demo: %s\n", err.message);
-		return EXIT_CONNECT;
-	}
-	bufferevent_setcb(d.client, demo_client_read, NULL,
-	    demo_client_event, &d);
-	bufferevent_enable(d.client, EV_READ | EV_WRITE);
-	{
-		struct timeval limit = {30, 0};
-		event_base_loopexit(base, &limit);
-	}
-	event_base_dispatch(base);
-	secs = elapsed(&d.start);
-	printf("  server stack: %s\n  client stack: %s\n\n", sstack, cstack);
-	printf("  sent %zu bytes of text, got %zu back: %s\n", d.size, d.got,
-	    !d.failed && !d.bad && d.got == d.size ? "OK, identical"
-						   : "FAIL");
-	printf("  %.3f s, %.1f MB/s each way\n\n", secs,
-	    (double)d.size / secs / 1e6);
-	if (d.client && strata_stats_format(d.client, table, sizeof(table)) > 0)
-		printf("client, from the top down (bytes in -> out per "
-		       "direction):\n%s\n", table);
-	if (d.server && strata_stats_format(d.server, table, sizeof(table)) > 0)
-		printf("server:\n%s\n", table);
-	strata_listener_address(l, addr, sizeof(addr), NULL, NULL);
-	printf("the same with two processes:\n"
-	       "  strata listen \"tcp://127.0.0.1:7000 | tls(cert=%s/cert.pem, "
-	       "key=%s/key.pem) | zlib | lines\" --echo\n"
-	       "  strata connect \"tcp://127.0.0.1:7000 | tls(pin=sha256:%s) | "
-	       "zlib | lines\" < file.txt\n", dir, dir, pin);
-	if (d.client)
-		bufferevent_free(d.client);
-	if (d.server)
-		bufferevent_free(d.server);
-	strata_listener_free(l);
-	evbuffer_free(d.text);
-	return !d.failed && !d.bad && d.got == d.size ? EXIT_OK
-						      : EXIT_FAILURE_;
+	if (strcmp(cmd, "proxy") && (strcmp(cmd, "listen") ||
+		(!o.echo && !o.exec_cmd)))
+		return 1;
+	if (o.workers)
+		return o.workers;
+	cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	return cpus < 1 ? 1 : cpus > 64 ? 64 : (int)cpus;
 }
 
 int
@@ -1170,7 +1714,7 @@ main(int argc, char **argv)
 		{"demo", cmd_demo},
 	};
 	size_t i;
-	int first, rc;
+	int first, rc, nw;
 
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		fputs(usage_text, argc < 2 ? stderr : stdout);
@@ -1192,21 +1736,27 @@ main(int argc, char **argv)
 	if ((first = parse_options(argc - 1, argv + 1)) < 0)
 		return EXIT_USAGE;
 	signal(SIGPIPE, SIG_IGN);
+	nw = worker_count(cmds[i].name);
+	if (nw > 1 && evthread_use_pthreads() < 0) {
+		fprintf(stderr, "strata: libevent has no thread support\n");
+		return EXIT_FAILURE_;
+	}
 	base = new_base();
-	dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
 	if (!base) {
 		fprintf(stderr, "strata: cannot create an event base\n");
 		return EXIT_FAILURE_;
 	}
-	if (setup_limits() < 0)
-		return EXIT_FAILURE_;
-	rc = cmds[i].fn(argc - 1 - first, argv + 1 + first);
-	if (srv.total)
-		bufferevent_rate_limit_group_free(srv.total);
-	if (srv.rate)
-		ev_token_bucket_cfg_free(srv.rate);
-	if (srv.rate_total_cfg)
-		ev_token_bucket_cfg_free(srv.rate_total_cfg);
+	dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+	srv.one_shot = nw == 1 && !strcmp(cmds[i].name, "listen") &&
+	    !o.echo && !o.exec_cmd;
+	if (workers_make(nw) < 0 || setup_limits() < 0)
+		rc = EXIT_FAILURE_;
+	else
+		rc = cmds[i].fn(argc - 1 - first, argv + 1 + first);
+	workers_end();
+	free_limits();
+	stackarg_clear(&srv.stack);
+	stackarg_clear(&srv.target);
 	if (dns)
 		evdns_base_free(dns, 0);
 	event_base_free(base);

@@ -76,7 +76,7 @@ static int
 pipe_config(void **cfgp, const char *address, const struct strata_option *o,
     size_t n, struct strata_error *err)
 {
-	struct pipe_cfg *c = calloc(1, sizeof(*c));
+	struct pipe_cfg *c = strata_calloc_(1, sizeof(*c));
 
 	(void)o;
 	(void)n;
@@ -91,7 +91,7 @@ pipe_config(void **cfgp, const char *address, const struct strata_option *o,
 		strata_error_set(err, STRATA_ERR_SYNTAX,
 		    "expected pipe:stdio or pipe:R,W with fds 0 to 65535, "
 		    "got 'pipe:%s'", address);
-		free(c);
+		strata_free_(c);
 		return -1;
 	}
 	snprintf(c->label, sizeof(c->label), "pipe:%s", address);
@@ -107,7 +107,7 @@ exec_split(struct pipe_cfg *c, const char *cmd, struct strata_error *err)
 	char *out, q = 0;
 	const char *p = cmd;
 
-	if (!(c->words = out = malloc(strlen(cmd) + 1))) {
+	if (!(c->words = out = strata_malloc_(strlen(cmd) + 1))) {
 		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
 		return -1;
 	}
@@ -154,15 +154,15 @@ pipe_config_free(void *cfgv)
 
 	if (!c)
 		return;
-	free(c->words);
-	free(c);
+	strata_free_(c->words);
+	strata_free_(c);
 }
 
 static int
 exec_config(void **cfgp, const char *address, const struct strata_option *o,
     size_t n, struct strata_error *err)
 {
-	struct pipe_cfg *c = calloc(1, sizeof(*c));
+	struct pipe_cfg *c = strata_calloc_(1, sizeof(*c));
 
 	(void)o;
 	(void)n;
@@ -217,7 +217,6 @@ exec_spawn(const struct pipe_cfg *c, int *rfd, int *wfd,
 	while (r < 0 && errno == EINTR);
 	if (r == (ssize_t)sizeof(e)) {
 		waitpid(pid, NULL, 0);
-		pid = -1;
 		goto fail;
 	}
 	e = 0;
@@ -297,7 +296,7 @@ pipe_open(const struct pipe_cfg *cfg, struct strata_conn *c, int rfd,
 {
 	int opts = strata_conn_options(c) &
 	    (BEV_OPT_CLOSE_ON_FREE | BEV_OPT_THREADSAFE);
-	struct pipe_state *st = calloc(1, sizeof(*st));
+	struct pipe_state *st = strata_calloc_(1, sizeof(*st));
 	struct bufferevent *bev;
 
 	if (pid > 0) /* the child's pipes are ours alone */
@@ -314,7 +313,7 @@ pipe_open(const struct pipe_cfg *cfg, struct strata_conn *c, int rfd,
 	if (!bev) {
 		if (st->ready)
 			event_free(st->ready);
-		free(st);
+		strata_free_(st);
 		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
 		return NULL;
 	}
@@ -440,7 +439,7 @@ pipe_destroy(void *state)
 		if (st->status < 0)
 			exec_abandon(st);
 	}
-	free(st);
+	strata_free_(st);
 }
 
 static int

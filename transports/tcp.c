@@ -161,7 +161,7 @@ static int
 tcp_config(void **cfgp, const char *address, const struct strata_option *o,
     size_t n, struct strata_error *err)
 {
-	struct tcp_cfg *c = calloc(1, sizeof(*c));
+	struct tcp_cfg *c = strata_calloc_(1, sizeof(*c));
 	size_t i;
 
 	if (!c) {
@@ -185,7 +185,7 @@ tcp_config(void **cfgp, const char *address, const struct strata_option *o,
 	*cfgp = c;
 	return 0;
 fail:
-	free(c);
+	strata_free_(c);
 	return -1;
 }
 
@@ -230,7 +230,7 @@ tcp_connect_done(struct tcp_state *st)
 	event_free(cn->timer);
 	if (cn->ai)
 		evutil_freeaddrinfo(cn->ai);
-	free(cn);
+	strata_free_(cn);
 }
 
 static void
@@ -292,7 +292,7 @@ tcp_resolved(int result, struct evutil_addrinfo *res, void *arg)
 		if (res)
 			evutil_freeaddrinfo(res);
 		if (!st)
-			free(cn);
+			strata_free_(cn);
 		return;
 	}
 	if (result) {
@@ -378,7 +378,7 @@ static struct tcp_state *
 tcp_state_new(const struct tcp_cfg *cfg, struct strata_conn *c,
     struct bufferevent *bev)
 {
-	struct tcp_state *st = calloc(1, sizeof(*st));
+	struct tcp_state *st = strata_calloc_(1, sizeof(*st));
 
 	if (!st)
 		return NULL;
@@ -399,7 +399,7 @@ tcp_connect(const void *cfgv, struct strata_conn *c, void **state,
 	struct bufferevent *bev = bufferevent_socket_new(base, -1,
 	    opts | BEV_OPT_CLOSE_ON_FREE);
 	struct tcp_state *st = bev ? tcp_state_new(cfg, c, bev) : NULL;
-	struct tcp_connect *cn = st ? calloc(1, sizeof(*cn)) : NULL;
+	struct tcp_connect *cn = st ? strata_calloc_(1, sizeof(*cn)) : NULL;
 
 	if (!cfg->host[0] || !strcmp(cfg->port, "0")) {
 		strata_error_set(err, STRATA_ERR_SYNTAX,
@@ -413,7 +413,7 @@ tcp_connect(const void *cfgv, struct strata_conn *c, void **state,
 	cn->cfg = *cfg;
 	cn->st = st;
 	st->cn = cn;
-	if (!(st->host = strdup(cfg->host))) {
+	if (!(st->host = strata_strdup_(cfg->host))) {
 		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
 		goto fail;
 	}
@@ -425,10 +425,10 @@ tcp_connect(const void *cfgv, struct strata_conn *c, void **state,
 fail:
 	if (cn && cn->timer)
 		event_free(cn->timer);
-	free(cn);
+	strata_free_(cn);
 	if (st)
-		free(st->host);
-	free(st);
+		strata_free_(st->host);
+	strata_free_(st);
 	if (bev)
 		bufferevent_free(bev);
 	return NULL;
@@ -450,10 +450,10 @@ tcp_destroy(void *state)
 			cn->st = NULL;
 			strata_conn_dns_abandon_(st->c, cn->req);
 		} else
-			free(cn);
+			strata_free_(cn);
 	}
-	free(st->host);
-	free(st);
+	strata_free_(st->host);
+	strata_free_(st);
 }
 
 /* ---- accepting ---- */

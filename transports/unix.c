@@ -57,7 +57,7 @@ static int
 unix_config(void **cfgp, const char *address, const struct strata_option *o,
     size_t n, struct strata_error *err)
 {
-	struct unix_cfg *c = calloc(1, sizeof(*c));
+	struct unix_cfg *c = strata_calloc_(1, sizeof(*c));
 	size_t len = strlen(address), i;
 	uint64_t v;
 
@@ -106,7 +106,7 @@ unix_config(void **cfgp, const char *address, const struct strata_option *o,
 	*cfgp = c;
 	return 0;
 fail:
-	free(c);
+	strata_free_(c);
 	return -1;
 }
 
@@ -157,7 +157,7 @@ unix_connect(const void *cfgv, struct strata_conn *c, void **state,
 	 * the caller's options (as for tcp) */
 	int opts = (strata_conn_options(c) & BEV_OPT_THREADSAFE) |
 	    BEV_OPT_CLOSE_ON_FREE;
-	struct unix_state *st = calloc(1, sizeof(*st));
+	struct unix_state *st = strata_calloc_(1, sizeof(*st));
 	struct bufferevent *bev = NULL;
 	evutil_socket_t fd = -1;
 	char name[128];
@@ -200,7 +200,7 @@ fail:
 		bufferevent_free(bev); /* closes fd */
 	else if (fd >= 0)
 		close(fd);
-	free(st);
+	strata_free_(st);
 	return NULL;
 }
 
@@ -210,13 +210,13 @@ unix_accept(const void *cfgv, evutil_socket_t fd, struct strata_conn *c,
 {
 	int opts = (strata_conn_options(c) & BEV_OPT_THREADSAFE) |
 	    BEV_OPT_CLOSE_ON_FREE;
-	struct unix_state *st = calloc(1, sizeof(*st));
+	struct unix_state *st = strata_calloc_(1, sizeof(*st));
 	struct bufferevent *bev = st ? bufferevent_socket_new(
 	    strata_conn_base(c), fd, opts) : NULL;
 
 	(void)cfgv;
 	if (!bev) {
-		free(st);
+		strata_free_(st);
 		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
 		return NULL;
 	}
@@ -284,7 +284,7 @@ unix_listen(const void *cfgv, void **lstate, struct strata_error *err)
 	if (!c->abstract) {
 		if (c->has_mode && chmod(c->sun.sun_path, c->mode) < 0)
 			goto unlink;
-		if (!(ul = calloc(1, sizeof(*ul))) ||
+		if (!(ul = strata_calloc_(1, sizeof(*ul))) ||
 		    stat(c->sun.sun_path, &sb) < 0)
 			goto unlink;
 		snprintf(ul->path, sizeof(ul->path), "%s", c->sun.sun_path);
@@ -305,7 +305,7 @@ syserr:
 		err->sys_errno = errno;
 	if (fd >= 0)
 		close(fd);
-	free(ul);
+	strata_free_(ul);
 	return -1;
 }
 
@@ -320,7 +320,7 @@ unix_unlisten(void *lstate)
 	if (lstat(ul->path, &sb) == 0 && sb.st_dev == ul->dev &&
 	    sb.st_ino == ul->ino)
 		unlink(ul->path);
-	free(ul);
+	strata_free_(ul);
 }
 
 static int

@@ -174,6 +174,17 @@ STRATA_API void strata_layer_wrote_below(struct strata_layer *l);
 STRATA_API void strata_layer_kick(struct strata_layer *l);
 
 /**
+ * The stream this layer decodes ended cleanly before the transport's EOF
+ * (TLS close_notify). Call it from the input function, which then returns
+ * as usual. After the pass, the layers above get BEV_FINISHED (so a zlib
+ * above still checks its end marker), the transport is no longer read,
+ * and the top gets BEV_EVENT_EOF | BEV_EVENT_READING once, after the data
+ * decoded before it; a later transport EOF raises nothing more. The output
+ * side stays open (half-close).
+ */
+STRATA_API void strata_layer_input_end(struct strata_layer *l);
+
+/**
  * Ask for one BEV_FLUSH pass over the output side from the event loop, once
  * the callbacks already due have run: what the user wrote in this turn of
  * the loop is then complete, so a compressor can sync-flush once per burst

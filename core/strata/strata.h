@@ -235,8 +235,48 @@ STRATA_API struct strata_listener *strata_listen(struct event_base *base,
     const char *stack, int options, strata_accept_fn cb, void *arg,
     struct strata_error *err);
 
-/** Stop accepting, close the socket, remove a unix socket file. NULL ok. */
+/**
+ * Stop accepting, close the socket, remove a unix socket file. NULL ok.
+ * Call it from the thread that runs the listener's base. With
+ * strata_listener_spread(), a connection already on its way to a worker is
+ * closed there (as those still in the kernel's accept queue are), except
+ * one whose stack is being built at that moment, which still reaches the
+ * callback (the listener pointer stays valid for that call).
+ */
 STRATA_API void strata_listener_free(struct strata_listener *listener);
+
+/**
+ * Parse the listener's stack string again and build new connections from
+ * the result: a tls layer reads its certificate, key, CA and ticket files
+ * again (new ticket keys, unless tickets= names a file, so sessions made
+ * before do not resume). Connections already accepted keep what they were
+ * built with. If the string no longer parses (a file is missing, a key
+ * does not match its certificate), nothing changes and @p err says why.
+ * The transport part is not reopened: the socket stays as it is.
+ *
+ * Thread-safe: may run in any thread, while the listener and its workers
+ * accept. Parsing (reading the files) runs in the caller's thread.
+ * @return 0, or -1 with @p err filled
+ */
+STRATA_API int strata_listener_reload(struct strata_listener *listener,
+    struct strata_error *err);
+
+/**
+ * Spread a listener's connections over other event loops (worker
+ * threads): the listener's own base accepts, and each connection is handed
+ * to the next of @p bases in turn, where its stack is built and the accept
+ * callback runs (bufferevent_get_base() on the top tells which one). One
+ * socket and one parsed stack (one TLS context, so session tickets work on
+ * every worker) serve all of them, for every transport that can listen.
+ *
+ * libevent's threading must be on (evthread_use_pthreads()) before the
+ * bases are made. Call from the listener's thread; each of @p bases must
+ * keep running until the listener is freed and the connections handed to
+ * it are done. @p n == 0 accepts in the listener's base again.
+ * @return 0, or -1 with @p err filled
+ */
+STRATA_API int strata_listener_spread(struct strata_listener *listener,
+    struct event_base *const *bases, size_t n, struct strata_error *err);
 
 /**
  * The bound address of a listener (the chosen port after port 0), as text
@@ -267,6 +307,18 @@ STRATA_API int strata_peer_credentials(struct bufferevent *top, int *pid,
  * -2 if the transport is not exec:.
  */
 STRATA_API int strata_exit_status(struct bufferevent *top);
+
+/**
+ * Replace the allocator of strata and its built-in plugins (zlib's states
+ * included), like libevent's event_set_mem_functions(): call it before
+ * any other strata function, with all three functions, or with three NULLs
+ * for the C library's. libevent and OpenSSL allocate through their own
+ * (event_set_mem_functions(), CRYPTO_set_mem_functions()). A NULL from
+ * @p malloc_fn is an allocation failure: it ends in an error at the API
+ * or an error event, never a crash.
+ */
+STRATA_API void strata_set_mem_functions(void *(*malloc_fn)(size_t),
+    void *(*realloc_fn)(void *, size_t), void (*free_fn)(void *));
 
 /** Library version text. */
 STRATA_API const char *strata_version(void);
