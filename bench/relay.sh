@@ -27,7 +27,8 @@ usage: bench/run relay [-r RUNS] [-n BYTES] [-x ROWS] [-a STRATA] [-W] [-k] [-v]
   -n BYTES  bytes per run (default 1073741824)
   -x ROWS   comma-separated rows to run (default: all):
             $ALL_ROWS
-            (also: tls-socat-8k, plain-socat-8k: socat's default block size)
+            (also: tls-socat-8k, plain-socat-8k: socat's default block size;
+            tls-strata-wdef, plain-strata-wdef: strata without --workers 1)
   -a STRATA also run the strata rows with this other strata binary (rows
             tls-strata-alt, plain-strata-alt): an A/B test of a patch in
             the same run
@@ -162,23 +163,24 @@ stunnel_cfg() { # FILE client|server ACCEPT CONNECT
 # Start proxy N (1: listens on P1, 2: listens on P2) of row $row.
 start_proxy() { # ROW N P1 P2 P3
 	local row=${1%-alt} n=$2 p1=$3 p2=$4 p3=$5 log=$tmp/$1-$2.log
-	local strata=$strata sb=262144
+	local strata=$strata sb=262144 workers="--workers 1"
 	[ "$row" != "$1" ] && strata=$alt
 	case $row in *-socat-8k) sb=8192 row=${row%-8k} ;; esac
+	case $row in *-strata-wdef) workers= row=${row%-wdef} ;; esac
 	local tlsc="tls(name=localhost,ca=$tmp/cert.pem,min=1.3,ciphersuites=$SUITE)"
 	local tlss="tls(cert=$tmp/cert.pem,key=$tmp/key.pem,min=1.3,ciphersuites=$SUITE)"
 	case $row-$n in
 	tls-strata-1)
-		"$strata" proxy -q "tcp://127.0.0.1:$p1" \
+		"$strata" proxy -q $workers "tcp://127.0.0.1:$p1" \
 		    "tcp://127.0.0.1:$p2 | $tlsc" 2>>"$log" & ;;
 	tls-strata-2)
-		"$strata" proxy -q "tcp://127.0.0.1:$p2 | $tlss" \
+		"$strata" proxy -q $workers "tcp://127.0.0.1:$p2 | $tlss" \
 		    "tcp://127.0.0.1:$p3" 2>>"$log" & ;;
 	plain-strata-1)
-		"$strata" proxy -q "tcp://127.0.0.1:$p1" \
+		"$strata" proxy -q $workers "tcp://127.0.0.1:$p1" \
 		    "tcp://127.0.0.1:$p2" 2>>"$log" & ;;
 	plain-strata-2)
-		"$strata" proxy -q "tcp://127.0.0.1:$p2" \
+		"$strata" proxy -q $workers "tcp://127.0.0.1:$p2" \
 		    "tcp://127.0.0.1:$p3" 2>>"$log" & ;;
 	tls-haproxy-1)
 		haproxy_cfg "$tmp/$row-$n.cfg" "127.0.0.1:$p1" \
@@ -406,6 +408,7 @@ label() {
 	tls-stunnel) echo "stunnel" ;;
 	tls-socat) echo "socat (-b 262144)" ;;
 	*-socat-8k) echo "ref: socat, default -b 8192" ;;
+	*-strata-wdef) echo "ref: strata, default --workers" ;;
 	plain-direct) echo "ref: client -> sink, no proxy" ;;
 	plain-strata) echo "strata proxy" ;;
 	*-strata-alt) echo "ref: strata proxy, -a binary" ;;
