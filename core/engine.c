@@ -323,6 +323,8 @@ engine_fail(struct strata_engine *e, short dir, enum strata_error_code code,
 	e->failed = 1;
 	e->fail_dir = dir;
 	e->error = strata_strdup_(msg);
+	if (e->error) /* a peer's certificate names end up in here */
+		strata_text_clean_(e->error);
 	e->err_detail = strata_calloc_(1, sizeof(*e->err_detail));
 	if (e->err_detail) {
 		e->err_detail->code = code;
@@ -333,6 +335,7 @@ engine_fail(struct strata_engine *e, short dir, enum strata_error_code code,
 			n = sizeof(e->err_detail->message) - 1;
 		memcpy(e->err_detail->message, msg, n);
 		e->err_detail->message[n] = 0;
+		strata_text_clean_(e->err_detail->message);
 	}
 	bufferevent_disable(e->transport, EV_READ);
 	if (!e->depth)
@@ -710,8 +713,10 @@ maybe_shutdown(struct strata_engine *e)
 {
 	evutil_socket_t fd;
 
-	/* a handshaking layer still has to send its part */
+	/* a handshaking layer still has to send its part; a socket still
+	 * connecting would answer the shutdown with a reset */
 	if (!e->out_finished || e->shut_wr || e->failed || e->handshaking ||
+	    !e->connected ||
 	    evbuffer_get_length(e->t_out) ||
 	    output_held_below(e) ||
 	    evbuffer_get_length(e->top_out))
@@ -1164,6 +1169,14 @@ wrap_e(struct bufferevent *t, short what, void *arg)
 		e->connected = 1;
 		start_layers(e);
 		send_connected(e);
+		/* the output was finished while connecting: send the rest,
+		 * then shut down */
+		if (e->out_finished && !e->failed) {
+			if (run_output(e, transport_room(e), BEV_NORMAL, 1) < 0)
+				raise_error(e);
+			else
+				maybe_shutdown(e);
+		}
 	} else if (what & BEV_EVENT_EOF)
 		on_eof(e, what);
 	else if (what & BEV_EVENT_TIMEOUT)

@@ -7,6 +7,14 @@
 #include "internal.h"
 
 void
+strata_text_clean_(char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = '?';
+}
+
+void
 strata_error_vset_(struct strata_error *err, enum strata_error_code code,
     const char *fmt, va_list ap)
 {
@@ -14,6 +22,7 @@ strata_error_vset_(struct strata_error *err, enum strata_error_code code,
 		return;
 	err->code = code;
 	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	strata_text_clean_(err->message);
 	if (!err->message[0])
 		snprintf(err->message, sizeof(err->message), "error %d",
 		    (int)code);

@@ -53,6 +53,14 @@ void strata_spec_unref_(struct strata_spec *spec);
 void strata_error_vset_(struct strata_error *err, enum strata_error_code code,
     const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
 
+/**
+ * Replace control characters in @p s with '?'. Messages quote stack
+ * strings, file names and what a peer sent (a certificate's names): they
+ * go to terminals and logs, where an escape sequence or a newline from
+ * the network must not arrive as such.
+ */
+void strata_text_clean_(char *s);
+
 /** Log a warning line to stderr ("strata: ..."). */
 void strata_warn_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -77,5 +77,12 @@ strata_strndup_(const char *s, size_t max)
 char *
 strata_strdup_(const char *s)
 {
-	return strata_strndup_(s, SIZE_MAX);
+	/* not strata_strndup_(s, SIZE_MAX): gcc 12 -O3 inlines it and
+	 * rejects strnlen with that bound (-Werror=stringop-overread) */
+	size_t n = strlen(s);
+	char *d = strata_malloc_(n + 1);
+
+	if (d)
+		memcpy(d, s, n + 1);
+	return d;
 }

@@ -187,51 +187,110 @@ strata_socket_tune(struct bufferevent *bev, evutil_socket_t wfd)
 
 /* ---- connect ---- */
 
+/* A parsed connecting stack: the spec and the transport's configuration,
+ * shared by every connection made from it (strata_stack_connect()). */
+struct strata_stack {
+	int refs;
+	struct strata_spec *spec;
+	const struct strata_transport_type *t;
+	void *cfg;
+};
+
+struct strata_stack *
+strata_stack_new(const char *stack, struct strata_error *err)
+{
+	struct strata_stack *s;
+
+	if (!stack) {
+		strata_error_set(err, STRATA_ERR_INVALID, "no stack string");
+		return NULL;
+	}
+	if (!(s = strata_calloc_(1, sizeof(*s)))) {
+		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	s->refs = 1;
+	if (!(s->spec = strata_spec_parse_(stack, 1, err)) ||
+	    strata_transport_config_(s->spec, &s->t, &s->cfg, err) < 0) {
+		strata_stack_free(s);
+		return NULL;
+	}
+	if (!s->t->connect) {
+		strata_error_set(err, STRATA_ERR_INVALID,
+		    "%s: this transport cannot connect", s->t->name);
+		strata_stack_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+void
+strata_stack_ref(struct strata_stack *s)
+{
+	if (s)
+		__atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+}
+
+void
+strata_stack_free(struct strata_stack *s)
+{
+	if (!s || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	if (s->cfg && s->t && s->t->config_free)
+		s->t->config_free(s->cfg);
+	strata_spec_unref_(s->spec);
+	strata_free_(s);
+}
+
+struct bufferevent *
+strata_stack_connect(struct strata_stack *s, struct event_base *base,
+    struct evdns_base *dns, int options, struct strata_error *err)
+{
+	struct strata_engine *e;
+	struct bufferevent *bev, *top;
+	struct strata_build b = {.role = STRATA_ROLE_CLIENT,
+	    .own_transport = 1};
+
+	if (!base || !s) {
+		strata_error_set(err, STRATA_ERR_INVALID,
+		    "connect: no base or no stack");
+		return NULL;
+	}
+	if (!(e = strata_engine_alloc_(base, dns, options))) {
+		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	b.tport = s->t;
+	if (!(bev = s->t->connect(s->cfg, strata_engine_conn_(e), &b.tstate,
+		  err))) {
+		strata_error_prefix_(err, s->t->name);
+		strata_engine_discard_(e);
+		return NULL;
+	}
+	/* each layer holds its own reference to the spec */
+	if (!(top = strata_engine_build_(e, bev, s->spec, &b, err))) {
+		if (s->t->destroy && b.tstate)
+			s->t->destroy(b.tstate);
+		bufferevent_free(bev);
+	}
+	return top;
+}
+
 struct bufferevent *
 strata_connect(struct event_base *base, struct evdns_base *dns,
     const char *stack, int options, struct strata_error *err)
 {
-	const struct strata_transport_type *t;
-	struct strata_spec *spec;
-	struct strata_engine *e = NULL;
-	struct bufferevent *bev = NULL, *top = NULL;
-	struct strata_build b = {.role = STRATA_ROLE_CLIENT,
-	    .own_transport = 1};
-	void *cfg = NULL;
+	struct strata_stack *s;
+	struct bufferevent *top;
 
 	if (!base) {
 		strata_error_set(err, STRATA_ERR_INVALID, "connect: no base");
 		return NULL;
 	}
-	if (!(spec = strata_spec_parse_(stack, 1, err)))
+	if (!(s = strata_stack_new(stack, err)))
 		return NULL;
-	if (strata_transport_config_(spec, &t, &cfg, err) < 0)
-		goto out;
-	if (!t->connect) {
-		strata_error_set(err, STRATA_ERR_INVALID,
-		    "%s: this transport cannot connect", t->name);
-		goto out;
-	}
-	if (!(e = strata_engine_alloc_(base, dns, options))) {
-		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
-		goto out;
-	}
-	b.tport = t;
-	bev = t->connect(cfg, strata_engine_conn_(e), &b.tstate, err);
-	if (!bev) {
-		strata_error_prefix_(err, t->name);
-		strata_engine_discard_(e);
-		goto out;
-	}
-	if (!(top = strata_engine_build_(e, bev, spec, &b, err))) {
-		if (t->destroy && b.tstate)
-			t->destroy(b.tstate);
-		bufferevent_free(bev);
-	}
-out:
-	if (cfg && t->config_free)
-		t->config_free(cfg);
-	strata_spec_unref_(spec);
+	top = strata_stack_connect(s, base, dns, options, err);
+	strata_stack_free(s);
 	return top;
 }
 
@@ -480,8 +539,10 @@ strata_listen(struct event_base *base, const char *stack, int options,
 	if (options & BEV_OPT_THREADSAFE)
 		lopts |= LEV_OPT_THREADSAFE;
 	l->resume = evtimer_new(base, listener_resume, l);
+	/* backlog 0: the transport already listens with its backlog option;
+	 * -1 would make libevent call listen(fd, 128) again over it */
 	l->lev = l->resume ? evconnlistener_new(base, listener_accept, l,
-	    lopts, -1, l->fd) : NULL;
+	    lopts, 0, l->fd) : NULL;
 	if (!l->lev) {
 		strata_error_set(err, STRATA_ERR_NOMEM,
 		    "%s: cannot create the listener", l->t->name);

@@ -385,6 +385,81 @@ START_TEST(ipv4_lines_and_connected)
 }
 END_TEST
 
+/* Written and finished before the connection exists: the data and then
+ * the end arrive once it does (a shutdown of a socket still connecting
+ * would have been answered with a reset). */
+START_TEST(finish_while_connecting)
+{
+	struct event_base *base = event_base_new();
+	struct server s;
+	struct peer *c, *sp;
+	char stack[128];
+
+	srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 0);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
+	c = client_new(base, NULL, stack);
+	bufferevent_write(c->top, "only\n", 5);
+	ck_assert_int_ge(bufferevent_flush(c->top, EV_WRITE, BEV_FINISHED), 0);
+	ck_assert_int_eq(c->connected, 0);
+	sp = srv_wait_peer(&s);
+	th_run_until(base, &sp->eof, 2000, "EOF at the server");
+	ck_assert_msg(got_equals(sp, "only\n"), "got '%s'", got_text(sp));
+	ck_assert_int_eq(sp->errors + c->errors, 0);
+	ck_assert_int_eq(c->connected, 1);
+	peer_destroy(c);
+	/* nothing written: the end alone */
+	c = client_new(base, NULL, stack);
+	ck_assert_int_ge(bufferevent_flush(c->top, EV_WRITE, BEV_FINISHED), 0);
+	th_run_until(base, &c->connected, 2000, "CONNECTED on the client");
+	th_run_until(base, &s.n, 2000, "a second connection");
+	while (s.n < 2)
+		th_run_for(base, 10);
+	th_run_until(base, &s.p[1]->eof, 2000, "EOF at the server");
+	ck_assert_int_eq(s.p[1]->errors + c->errors, 0);
+	peer_destroy(c);
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
+/* One parsed stack, several connections; freeing it leaves the stacks
+ * built from it working. */
+START_TEST(prepared_stack_connects_many)
+{
+	struct event_base *base = event_base_new();
+	struct strata_error err;
+	struct strata_stack *st;
+	struct server s;
+	struct peer *c[3];
+	char stack[128];
+	int i;
+
+	srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
+	st = strata_stack_new(stack, &err);
+	ck_assert_msg(st != NULL, "%s", err.message);
+	for (i = 0; i < 3; i++) {
+		struct bufferevent *top = strata_stack_connect(st, base, NULL,
+		    BEV_OPT_CLOSE_ON_FREE, &err);
+		ck_assert_msg(top != NULL, "%s", err.message);
+		c[i] = peer_new(top, 0);
+	}
+	strata_stack_free(st);
+	for (i = 0; i < 3; i++) {
+		c[i]->want = 4;
+		bufferevent_write(c[i]->top, i == 1 ? "two\n" : "one\n", 4);
+		th_run_until(base, &c[i]->enough, 2000, "the echo");
+		ck_assert(got_equals(c[i], i == 1 ? "two\n" : "one\n"));
+		peer_destroy(c[i]);
+	}
+	ck_assert_ptr_null(strata_stack_new("tcp://127.0.0.1:1 | nope", &err));
+	ck_assert_msg(strstr(err.message, "nope"), "%s", err.message);
+	ck_assert_ptr_null(strata_stack_new("lines", &err));
+	srv_teardown(&s);
+	event_base_free(base);
+}
+END_TEST
+
 START_TEST(ipv4_frames)
 {
 	struct event_base *base = event_base_new();
@@ -1342,6 +1417,8 @@ main(void)
 
 	tc = tcase_create("loopback");
 	tcase_add_test(tc, ipv4_lines_and_connected);
+	tcase_add_test(tc, finish_while_connecting);
+	tcase_add_test(tc, prepared_stack_connects_many);
 	tcase_add_test(tc, ipv4_frames);
 	tcase_add_test(tc, ipv6_loopback);
 	tcase_add_test(tc, localhost_private_resolver);

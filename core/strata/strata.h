@@ -122,7 +122,10 @@ typedef void (*strata_close_fn)(int delivered, void *arg);
  * the transport's output has drained, shut down its write side, wait for the
  * peer's EOF (so unread input cannot turn into a reset that destroys data in
  * flight), then free the stack. Gives up after @p linger (NULL: 30 seconds).
- * The top must not be used after this call. @p cb may be NULL.
+ * The top must not be used after this call, except from @p cb: it runs
+ * just before the stack is freed, so it may still read strata_stats(),
+ * strata_stats_format(), strata_last_error() and strata_peer_address() of
+ * @p top (and nothing else). @p cb may be NULL.
  * @return 0, or -1 if @p top is not a stack
  */
 STRATA_API int strata_close(struct bufferevent *top,
@@ -194,6 +197,7 @@ STRATA_API int strata_stats_format(struct bufferevent *top, char *buf,
 struct evdns_base;
 struct sockaddr;
 struct strata_listener;
+struct strata_stack;
 
 /**
  * Build a stack from a stack string and connect it:
@@ -215,6 +219,29 @@ struct strata_listener;
 STRATA_API struct bufferevent *strata_connect(struct event_base *base,
     struct evdns_base *dns, const char *stack, int options,
     struct strata_error *err);
+
+/**
+ * A connecting stack string parsed once, for many connections: the parse,
+ * the transport's and every filter's configuration (a TLS context, its
+ * certificate and CA files) are shared by every strata_stack_connect().
+ * strata_connect() is strata_stack_new(), strata_stack_connect() and
+ * strata_stack_free() in one. A parsed stack may be used from several
+ * threads at once. NULL with @p err filled on a bad string or file.
+ */
+STRATA_API struct strata_stack *strata_stack_new(const char *stack,
+    struct strata_error *err);
+
+/** Connect with @p stack, as strata_connect() does with a string. */
+STRATA_API struct bufferevent *strata_stack_connect(struct strata_stack *stack,
+    struct event_base *base, struct evdns_base *dns, int options,
+    struct strata_error *err);
+
+/** Take one more reference (strata_stack_free() drops one). */
+STRATA_API void strata_stack_ref(struct strata_stack *stack);
+
+/** Drop a reference; the last one frees it (stacks built from it keep what
+ * they use). */
+STRATA_API void strata_stack_free(struct strata_stack *stack);
 
 /**
  * Called with the top of each accepted connection's stack, already built;
