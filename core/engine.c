@@ -1847,6 +1847,31 @@ close_timeout(evutil_socket_t fd, short what, void *arg)
 	bufferevent_unlock(top);
 }
 
+/*
+ * Closing: input is dropped from now on (wrap_r, engine_input); drop what
+ * is parked already too. A reader that had stopped reading left the top's
+ * input over its read high watermark, which keeps the transport's reading
+ * suspended (libevent's filter suspends its underlying while its own
+ * reading is), or left the transport's input full: either way nothing
+ * would be read again, the peer's EOF would never come, its writes would
+ * stall, and the linger would end in a reset of data in flight.
+ */
+static void
+close_drop_input(struct strata_engine *e)
+{
+	size_t i;
+
+	bufferevent_setwatermark(e->top, EV_READ, 0, 0);
+	evbuffer_drain(e->top_in, evbuffer_get_length(e->top_in));
+	for (i = 0; i + 1 < e->n; i++)
+		evbuffer_drain(e->layers[i]->up,
+		    evbuffer_get_length(e->layers[i]->up));
+	count_wire_in(e);
+	evbuffer_drain(e->t_in, evbuffer_get_length(e->t_in));
+	e->t_in_seen = 0;
+	transport_read_update(e);
+}
+
 int
 strata_close(struct bufferevent *top, const struct timeval *linger,
     strata_close_fn cb, void *arg)
@@ -1874,6 +1899,8 @@ strata_close(struct bufferevent *top, const struct timeval *linger,
 	if (e->failed) {
 		close_finish(e, 0);
 	} else {
+		if (!e->handshaking)
+			close_drop_input(e);
 		bufferevent_enable(top, EV_READ | EV_WRITE);
 		/* a timeout may have disabled the transport; after a
 		 * half-close its write side is gone (a pipe's fd is closed) */
