@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -215,4 +216,112 @@ size_t
 th_scaled(size_t n, size_t small)
 {
 	return th_under_valgrind() ? small : n;
+}
+
+int
+th_buf_eq(struct evbuffer *b, const void *s, size_t n)
+{
+	return evbuffer_get_length(b) == n &&
+	    (!n || !memcmp(evbuffer_pullup(b, -1), s, n));
+}
+
+void
+th_optlist_parse(struct th_optlist *l, const char *s)
+{
+	char *p = l->buf;
+
+	ck_assert_uint_lt(strlen(s), sizeof(l->buf));
+	strcpy(l->buf, s);
+	l->n = 0;
+	while (*p) {
+		char *end = p + strcspn(p, ",");
+		char *eq = memchr(p, '=', (size_t)(end - p));
+		int last = !*end;
+
+		ck_assert_msg(eq && l->n < sizeof(l->o) / sizeof(l->o[0]),
+		    "bad test options '%s'", s);
+		*eq = 0;
+		*end = 0;
+		l->o[l->n].key = p;
+		l->o[l->n].value = eq + 1;
+		l->o[l->n].position = (size_t)(p - l->buf);
+		l->n++;
+		p = last ? end : end + 1;
+	}
+}
+
+void
+th_direct_open(struct th_direct *d, const struct strata_filter_type *type,
+    const char *opts)
+{
+	struct strata_error err;
+	struct th_optlist l;
+
+	memset(&err, 0, sizeof(err));
+	th_optlist_parse(&l, opts);
+	d->type = type;
+	d->cfg = NULL;
+	ck_assert_msg(type->config(&d->cfg, l.o, l.n, &err) == 0,
+	    "config '%s': %s", opts, err.message);
+	d->ctx = type->create(d->cfg, NULL, &err);
+	ck_assert_ptr_nonnull(d->ctx);
+}
+
+void
+th_direct_close(struct th_direct *d)
+{
+	d->type->destroy(d->ctx);
+	d->type->config_free(d->cfg);
+}
+
+static struct strata_filter_type capture_type;
+static const struct strata_filter_type *capture_orig;
+static void *captured_ctx;
+
+static void *
+capture_create(const void *cfg, struct strata_layer *layer,
+    struct strata_error *err)
+{
+	captured_ctx = capture_orig->create(cfg, layer, err);
+	return captured_ctx;
+}
+
+int
+th_capture_register(const struct strata_filter_type *type, const char *name)
+{
+	capture_orig = type;
+	capture_type = *type;
+	capture_type.name = name;
+	capture_type.create = capture_create;
+	return strata_register_filter(&capture_type, NULL);
+}
+
+void
+th_held_open(struct th_held *h, struct event_base *base, const char *opts)
+{
+	struct bufferevent *pair[2];
+	struct strata_error err;
+	char spec[300];
+
+	memset(&err, 0, sizeof(err));
+	ck_assert_int_eq(bufferevent_pair_new(base, 0, pair), 0);
+	snprintf(spec, sizeof(spec), *opts ? "%s(%s)" : "%s",
+	    capture_type.name, opts);
+	captured_ctx = NULL;
+	h->base = base;
+	h->top = strata_push(pair[0], spec, BEV_OPT_CLOSE_ON_FREE, &err);
+	ck_assert_msg(h->top != NULL, "push '%s': %s", spec, err.message);
+	h->peer = pair[1];
+	h->ctx = captured_ctx;
+	ck_assert_ptr_nonnull(h->ctx);
+}
+
+void
+th_held_close(struct th_held *h)
+{
+	bufferevent_free(h->top);
+	bufferevent_free(h->peer);
+	/* let deferred error callbacks and finalizers run (never blocks) */
+	event_base_loop(h->base, EVLOOP_NONBLOCK);
+	event_base_loop(h->base, EVLOOP_NONBLOCK);
 }

@@ -41,4 +41,46 @@ int th_count_fds(void);
  * byte per call). */
 void th_register_test_filters(void);
 
+/* ---- driving one filter type directly (the filter tests) ---- */
+
+/* @p b holds exactly the @p n bytes at @p s. */
+int th_buf_eq(struct evbuffer *b, const void *s, size_t n);
+
+/* "k=v,k=v" split into strata_options; position is the key's offset. */
+struct th_optlist {
+	char buf[256];
+	struct strata_option o[10];
+	size_t n;
+};
+void th_optlist_parse(struct th_optlist *l, const char *s);
+
+/* A context of @p type made by create() with no layer: for paths that
+ * cannot fail. */
+struct th_direct {
+	const struct strata_filter_type *type;
+	void *cfg;
+	void *ctx;
+};
+void th_direct_open(struct th_direct *d, const struct strata_filter_type *type,
+    const char *opts);
+void th_direct_close(struct th_direct *d);
+
+/* Register a copy of @p type named @p name whose create() hands its
+ * context to th_held_open(), so a filter's functions can be called with a
+ * context that has a real layer (strata_layer_fail needs one). One per
+ * program. */
+int th_capture_register(const struct strata_filter_type *type,
+    const char *name);
+
+/* The captured type with @p opts pushed onto one end of a
+ * bufferevent_pair in @p base; ctx is its context. */
+struct th_held {
+	struct event_base *base;
+	struct bufferevent *top, *peer;
+	void *ctx;
+};
+void th_held_open(struct th_held *h, struct event_base *base,
+    const char *opts);
+void th_held_close(struct th_held *h);
+
 #endif

@@ -66,45 +66,7 @@ esc(const void *p, size_t n, char *out, size_t outlen)
 	return out;
 }
 
-static int
-buf_eq(struct evbuffer *b, const void *s, size_t n)
-{
-	return evbuffer_get_length(b) == n &&
-	    (!n || !memcmp(evbuffer_pullup(b, -1), s, n));
-}
-
 /* ---- options ---- */
-
-struct optlist {
-	char buf[256];
-	struct strata_option o[8];
-	size_t n;
-};
-
-/* Split "k=v,k=v" into strata_options; position is the key's offset. */
-static void
-optlist_parse(struct optlist *l, const char *s)
-{
-	char *p = l->buf;
-
-	ck_assert_uint_lt(strlen(s), sizeof(l->buf));
-	strcpy(l->buf, s);
-	l->n = 0;
-	while (*p) {
-		char *end = p + strcspn(p, ",");
-		char *eq = memchr(p, '=', (size_t)(end - p));
-		int last = !*end;
-
-		ck_assert_msg(eq && l->n < 8, "bad test options '%s'", s);
-		*eq = 0;
-		*end = 0;
-		l->o[l->n].key = p;
-		l->o[l->n].value = eq + 1;
-		l->o[l->n].position = (size_t)(p - l->buf);
-		l->n++;
-		p = last ? end : end + 1;
-	}
-}
 
 /* The spec, for the reference model. */
 struct mopts {
@@ -117,14 +79,14 @@ struct mopts {
 static void
 mopts_parse(struct mopts *m, const char *s)
 {
-	struct optlist l;
+	struct th_optlist l;
 	size_t i;
 
 	m->eol = 0;
 	m->max = 65536;
 	m->truncate = 0;
 	m->tail_error = 0;
-	optlist_parse(&l, s);
+	th_optlist_parse(&l, s);
 	for (i = 0; i < l.n; i++) {
 		const char *k = l.o[i].key, *v = l.o[i].value;
 		if (!strcmp(k, "eol"))
@@ -211,97 +173,7 @@ model_output(const struct mopts *m, const unsigned char *in, size_t n,
 		    m->eol == 1 ? 2 : 1);
 }
 
-/* ---- contexts ---- */
-
-/* A context made by create() with no layer: for paths that cannot fail. */
-struct direct {
-	void *cfg;
-	void *ctx;
-};
-
-static void
-direct_open(struct direct *d, const char *opts)
-{
-	struct strata_error err;
-	struct optlist l;
-
-	memset(&err, 0, sizeof(err));
-	optlist_parse(&l, opts);
-	d->cfg = NULL;
-	ck_assert_msg(LINES->config(&d->cfg, l.o, l.n, &err) == 0,
-	    "config '%s': %s", opts, err.message);
-	d->ctx = LINES->create(d->cfg, NULL, &err);
-	ck_assert_ptr_nonnull(d->ctx);
-}
-
-static void
-direct_close(struct direct *d)
-{
-	LINES->destroy(d->ctx);
-	LINES->config_free(d->cfg);
-}
-
-/*
- * "tlines": the lines type under another name whose create() hands its
- * context to the test, so the pure functions can be called with a context
- * that has a real layer (strata_layer_fail needs one).
- */
-static struct strata_filter_type tlines_type;
-static void *tlines_ctx;
-
-static void *
-tlines_create(const void *cfg, struct strata_layer *layer,
-    struct strata_error *err)
-{
-	tlines_ctx = LINES->create(cfg, layer, err);
-	return tlines_ctx;
-}
-
-static int
-tlines_register(void)
-{
-	tlines_type = strata_lines_filter_;
-	tlines_type.name = "tlines";
-	tlines_type.create = tlines_create;
-	return strata_register_filter(&tlines_type, NULL);
-}
-
-struct held {
-	struct event_base *base;
-	struct bufferevent *top, *peer;
-	void *ctx;
-};
-
-static void
-held_open(struct held *h, struct event_base *base, const char *opts)
-{
-	struct bufferevent *pair[2];
-	struct strata_error err;
-	char spec[300];
-
-	memset(&err, 0, sizeof(err));
-	ck_assert_int_eq(bufferevent_pair_new(base, 0, pair), 0);
-	snprintf(spec, sizeof(spec), *opts ? "tlines(%s)" : "tlines", opts);
-	tlines_ctx = NULL;
-	h->base = base;
-	h->top = strata_push(pair[0], spec, BEV_OPT_CLOSE_ON_FREE, &err);
-	ck_assert_msg(h->top != NULL, "push '%s': %s", spec, err.message);
-	h->peer = pair[1];
-	h->ctx = tlines_ctx;
-	ck_assert_ptr_nonnull(h->ctx);
-}
-
-static void
-held_close(struct held *h)
-{
-	bufferevent_free(h->top);
-	bufferevent_free(h->peer);
-	/* let deferred error callbacks and finalizers run (never blocks) */
-	event_base_loop(h->base, EVLOOP_NONBLOCK);
-	event_base_loop(h->base, EVLOOP_NONBLOCK);
-}
-
-/* ---- driving a filter function ---- */
+/* ---- driving a filter function (contexts: th_direct, th_held) ---- */
 
 /*
  * Call @p fn the way the engine does: again while it returns BEV_OK, until
@@ -440,17 +312,17 @@ check_input_plan(struct event_base *base, const char *opts, const void *in,
 {
 	char e1[200], e2[200], e3[200], terr[ERRLEN + 1];
 	struct outcome o;
-	struct held h;
+	struct th_held h;
 	struct mopts m;
 
 	/* the layer is "tlines": its messages start so */
 	snprintf(terr, sizeof(terr), "%s%s", *want_err ? "t" : "", want_err);
 	want_err = terr;
 	mopts_parse(&m, opts);
-	held_open(&h, base, opts);
+	th_held_open(&h, base, opts);
 	o.out = evbuffer_new();
 	feed(LINES->input, h.ctx, h.top, in, len, p, mode, &o);
-	ck_assert_msg(buf_eq(o.out, evbuffer_pullup(want, -1),
+	ck_assert_msg(th_buf_eq(o.out, evbuffer_pullup(want, -1),
 			  evbuffer_get_length(want)),
 	    "lines(%s) input '%s' %s %s: got '%s', want '%s'", opts,
 	    esc(in, len, e1, sizeof(e1)), mode_name(mode), p->name,
@@ -470,7 +342,7 @@ check_input_plan(struct event_base *base, const char *opts, const void *in,
 		event_base_loop(base, EVLOOP_NONBLOCK);
 	}
 	evbuffer_free(o.out);
-	held_close(&h);
+	th_held_close(&h);
 }
 
 /* Every chunking (and every split point of short inputs) must give the
@@ -513,7 +385,7 @@ expect_input(const char *opts, const void *in, size_t len,
 		want_err = "";
 	mopts_parse(&m, opts);
 	model_input(&m, in, len, mode == BEV_FINISHED, mo, merr);
-	ck_assert_msg(buf_eq(mo, want, wantlen) && !strcmp(merr, want_err),
+	ck_assert_msg(th_buf_eq(mo, want, wantlen) && !strcmp(merr, want_err),
 	    "model disagrees for lines(%s) '%s': '%s' / '%s'", opts,
 	    esc(in, len, e1, sizeof(e1)),
 	    esc(evbuffer_pullup(mo, -1), evbuffer_get_length(mo), e2,
@@ -795,7 +667,7 @@ END_TEST
 static double
 trickle_seconds(size_t linelen)
 {
-	struct direct d;
+	struct th_direct d;
 	struct evbuffer *src = evbuffer_new(), *dst = evbuffer_new();
 	enum bufferevent_filter_result r;
 	char opts[64];
@@ -804,7 +676,7 @@ trickle_seconds(size_t linelen)
 	int bad = 0;
 
 	snprintf(opts, sizeof(opts), "max=%zu", linelen);
-	direct_open(&d, opts);
+	th_direct_open(&d, LINES, opts);
 	t0 = clock();
 	for (off = 0; off < linelen; off++) {
 		evbuffer_add(src, "z", 1);
@@ -817,7 +689,7 @@ trickle_seconds(size_t linelen)
 	ck_assert_int_eq(bad, 0);
 	ck_assert_int_eq(r, BEV_OK);
 	ck_assert_uint_eq(evbuffer_get_length(dst), linelen + 1);
-	direct_close(&d);
+	th_direct_close(&d);
 	evbuffer_free(src);
 	evbuffer_free(dst);
 	return (double)t0 / CLOCKS_PER_SEC;
@@ -861,10 +733,10 @@ expect_input_limited(const char *opts, const char *in, size_t len,
 	struct evbuffer *src = evbuffer_new(), *dst = evbuffer_new();
 	struct evbuffer *got = evbuffer_new();
 	char e1[200];
-	struct held h;
+	struct th_held h;
 	int rounds;
 
-	held_open(&h, base, opts);
+	th_held_open(&h, base, opts);
 	evbuffer_add(src, in, len);
 	for (rounds = 0; rounds < 10000; rounds++) {
 		ev_ssize_t left = lim;
@@ -892,14 +764,14 @@ expect_input_limited(const char *opts, const char *in, size_t len,
 			break;
 		evbuffer_add_buffer(got, dst);
 	}
-	ck_assert_msg(buf_eq(got, want, wantlen), "lines(%s) lim %zd %s: got "
+	ck_assert_msg(th_buf_eq(got, want, wantlen), "lines(%s) lim %zd %s: got "
 	    "'%s'", opts, lim, mode_name(mode),
 	    esc(evbuffer_pullup(got, -1), evbuffer_get_length(got), e1,
 		sizeof(e1)));
 	evbuffer_free(src);
 	evbuffer_free(dst);
 	evbuffer_free(got);
-	held_close(&h);
+	th_held_close(&h);
 	event_base_free(base);
 }
 
@@ -943,14 +815,14 @@ END_TEST
 START_TEST(in_limit_full_dst)
 {
 	/* dst already holds data: a line that does not fit waits, intact */
-	struct direct d;
+	struct th_direct d;
 	struct evbuffer *src = evbuffer_new(), *dst = evbuffer_new();
 	static const char *const opts[] = {"", "eol=crlf",
 	    "max=2,overflow=truncate"};
 	size_t i;
 
 	for (i = 0; i < STRATA_ARRAY_LEN(opts); i++) {
-		direct_open(&d, opts[i]);
+		th_direct_open(&d, LINES, opts[i]);
 		evbuffer_drain(src, evbuffer_get_length(src));
 		evbuffer_drain(dst, evbuffer_get_length(dst));
 		evbuffer_add(dst, "old\n", 4);
@@ -960,15 +832,15 @@ START_TEST(in_limit_full_dst)
 		    BEV_NEED_MORE);
 		ck_assert_int_eq(LINES->input(src, dst, 2, BEV_FINISHED,
 				     d.ctx), BEV_NEED_MORE);
-		ck_assert(buf_eq(dst, "old\n", 4));
+		ck_assert(th_buf_eq(dst, "old\n", 4));
 		ck_assert_uint_eq(evbuffer_get_length(src), i == 1 ? 6 : 5);
 		/* once the user read, it goes */
 		evbuffer_drain(dst, 4);
 		ck_assert_int_eq(LINES->input(src, dst, 2, BEV_NORMAL, d.ctx),
 		    BEV_OK);
-		ck_assert(buf_eq(dst, i == 2 ? "ab\n" : "abcd\n", i == 2 ? 3
+		ck_assert(th_buf_eq(dst, i == 2 ? "ab\n" : "abcd\n", i == 2 ? 3
 									: 5));
-		direct_close(&d);
+		th_direct_close(&d);
 	}
 	evbuffer_free(src);
 	evbuffer_free(dst);
@@ -1006,12 +878,12 @@ expect_output(const char *opts, const void *in, size_t len,
 	struct plan *p = malloc(sizeof(*p));
 	char e1[200], e2[200];
 	struct mopts m;
-	struct direct d;
+	struct th_direct d;
 	size_t k;
 
 	mopts_parse(&m, opts);
 	model_output(&m, in, len, mode == BEV_FINISHED, out);
-	ck_assert_msg(buf_eq(out, want, wantlen), "model disagrees");
+	ck_assert_msg(th_buf_eq(out, want, wantlen), "model disagrees");
 	for (k = 0; k < STRATA_ARRAY_LEN(chunk_sizes) + len + 1; k++) {
 		if (k < STRATA_ARRAY_LEN(chunk_sizes))
 			plan_chunks(p, len, chunk_sizes[k]);
@@ -1020,10 +892,10 @@ expect_output(const char *opts, const void *in, size_t len,
 		else
 			break;
 		evbuffer_drain(out, evbuffer_get_length(out));
-		direct_open(&d, opts);
+		th_direct_open(&d, LINES, opts);
 		feed_output(d.ctx, in, len, p, mode, out);
-		direct_close(&d);
-		ck_assert_msg(buf_eq(out, want, wantlen),
+		th_direct_close(&d);
+		ck_assert_msg(th_buf_eq(out, want, wantlen),
 		    "lines(%s) output '%s' %s %s: got '%s'", opts,
 		    esc(in, len, e1, sizeof(e1)), mode_name(mode), p->name,
 		    esc(evbuffer_pullup(out, -1), evbuffer_get_length(out),
@@ -1110,11 +982,11 @@ expect_output_limited(const char *opts, const char *in, size_t len,
 {
 	struct evbuffer *src = evbuffer_new(), *dst = evbuffer_new();
 	struct evbuffer *got = evbuffer_new();
-	struct direct d;
+	struct th_direct d;
 	char e1[200];
 	int rounds;
 
-	direct_open(&d, opts);
+	th_direct_open(&d, LINES, opts);
 	evbuffer_add(src, in, len);
 	for (rounds = 0; rounds < 10000; rounds++) {
 		ev_ssize_t left = lim;
@@ -1136,11 +1008,11 @@ expect_output_limited(const char *opts, const char *in, size_t len,
 			break;
 		evbuffer_add_buffer(got, dst);
 	}
-	ck_assert_msg(buf_eq(got, want, wantlen), "lines(%s) lim %zd %s: got "
+	ck_assert_msg(th_buf_eq(got, want, wantlen), "lines(%s) lim %zd %s: got "
 	    "'%s'", opts, lim, mode_name(mode),
 	    esc(evbuffer_pullup(got, -1), evbuffer_get_length(got), e1,
 		sizeof(e1)));
-	direct_close(&d);
+	th_direct_close(&d);
 	evbuffer_free(src);
 	evbuffer_free(dst);
 	evbuffer_free(got);
@@ -1177,12 +1049,12 @@ START_TEST(opt_every_value)
 	    "max=1", "max=65536", "max=64k", "max=67108864", "max=64M",
 	    "overflow=error", "overflow=truncate", "tail=deliver",
 	    "tail=error", "eol=crlf,max=10,overflow=truncate,tail=error"};
-	struct direct d;
+	struct th_direct d;
 	size_t i;
 
 	for (i = 0; i < STRATA_ARRAY_LEN(good); i++) {
-		direct_open(&d, good[i]);
-		direct_close(&d);
+		th_direct_open(&d, LINES, good[i]);
+		th_direct_close(&d);
 	}
 	/* what each value does: max with a suffix */
 	{
@@ -1271,13 +1143,13 @@ START_TEST(opt_bad_values)
 		{"colour=red", "lines: unknown option 'colour'"},
 	};
 	struct strata_error err;
-	struct optlist l;
+	struct th_optlist l;
 	void *cfg;
 	size_t i;
 
 	for (i = 0; i < STRATA_ARRAY_LEN(bad); i++) {
 		memset(&err, 0, sizeof(err));
-		optlist_parse(&l, bad[i].opts);
+		th_optlist_parse(&l, bad[i].opts);
 		cfg = NULL;
 		ck_assert_msg(LINES->config(&cfg, l.o, l.n, &err) < 0,
 		    "'%s' accepted", bad[i].opts);
@@ -1537,7 +1409,7 @@ peer_read(struct sfx *f, char *buf, size_t want, int *eof, int ms)
 static int
 got_is(struct sfx *f, const void *s, size_t n)
 {
-	return buf_eq(f->got, s, n);
+	return th_buf_eq(f->got, s, n);
 }
 
 /* ---- stacks over a socketpair ---- */
@@ -1983,7 +1855,7 @@ main(void)
 	SRunner *sr;
 	int failed;
 
-	if (tlines_register() < 0) {
+	if (th_capture_register(LINES, "tlines") < 0) {
 		fprintf(stderr, "could not register the test filter\n");
 		return 1;
 	}

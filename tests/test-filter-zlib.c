@@ -119,13 +119,6 @@ mixed_data(size_t len)
 	return d;
 }
 
-static int
-buf_eq(struct evbuffer *b, const void *s, size_t n)
-{
-	return evbuffer_get_length(b) == n &&
-	    (!n || !memcmp(evbuffer_pullup(b, -1), s, n));
-}
-
 /* @p b holds a prefix of @p s (at most @p n bytes). */
 static int
 is_prefix(struct evbuffer *b, const void *s, size_t n)
@@ -221,127 +214,8 @@ ref_deflate(int wbits, int level, const void *data, size_t len,
 
 /* ---- contexts ---- */
 
-struct optlist {
-	char buf[256];
-	struct strata_option o[10];
-	size_t n;
-};
-
-/* Split "k=v,k=v" into strata_options. */
-static void
-optlist_parse(struct optlist *l, const char *s)
-{
-	char *p = l->buf;
-
-	ck_assert_uint_lt(strlen(s), sizeof(l->buf));
-	strcpy(l->buf, s);
-	l->n = 0;
-	while (*p) {
-		char *end = p + strcspn(p, ",");
-		char *eq = memchr(p, '=', (size_t)(end - p));
-		int last = !*end;
-
-		ck_assert_msg(eq && l->n < 10, "bad test options '%s'", s);
-		*eq = 0;
-		*end = 0;
-		l->o[l->n].key = p;
-		l->o[l->n].value = eq + 1;
-		l->o[l->n].position = (size_t)(p - l->buf);
-		l->n++;
-		p = last ? end : end + 1;
-	}
-}
-
-/* A context made by create() with no layer: for paths that cannot fail. */
-struct direct {
-	void *cfg;
-	void *ctx;
-};
-
-static void
-direct_open(struct direct *d, const char *opts)
-{
-	struct strata_error err;
-	struct optlist l;
-
-	memset(&err, 0, sizeof(err));
-	optlist_parse(&l, opts);
-	d->cfg = NULL;
-	ck_assert_msg(ZL->config(&d->cfg, l.o, l.n, &err) == 0,
-	    "config '%s': %s", opts, err.message);
-	d->ctx = ZL->create(d->cfg, NULL, &err);
-	ck_assert_ptr_nonnull(d->ctx);
-}
-
-static void
-direct_close(struct direct *d)
-{
-	ZL->destroy(d->ctx);
-	ZL->config_free(d->cfg);
-}
-
-/*
- * "tzlib": the zlib type under another name whose create() hands its
- * context to the test, so the pure functions can be called with a context
- * that has a real layer (strata_layer_fail needs one).
- */
-static struct strata_filter_type tzlib_type;
-static void *tzlib_ctx;
-
-static void *
-tzlib_create(const void *cfg, struct strata_layer *layer,
-    struct strata_error *err)
-{
-	tzlib_ctx = ZL->create(cfg, layer, err);
-	return tzlib_ctx;
-}
-
-static int
-tzlib_register(void)
-{
-	tzlib_type = strata_zlib_filter_;
-	tzlib_type.name = "tzlib";
-	tzlib_type.create = tzlib_create;
-	return strata_register_filter(&tzlib_type, NULL);
-}
-
-struct held {
-	struct event_base *base;
-	struct bufferevent *top, *peer;
-	void *ctx;
-};
-
-static void
-held_open(struct held *h, struct event_base *base, const char *opts)
-{
-	struct bufferevent *pair[2];
-	struct strata_error err;
-	char spec[300];
-
-	memset(&err, 0, sizeof(err));
-	ck_assert_int_eq(bufferevent_pair_new(base, 0, pair), 0);
-	snprintf(spec, sizeof(spec), *opts ? "tzlib(%s)" : "tzlib", opts);
-	tzlib_ctx = NULL;
-	h->base = base;
-	h->top = strata_push(pair[0], spec, BEV_OPT_CLOSE_ON_FREE, &err);
-	ck_assert_msg(h->top != NULL, "push '%s': %s", spec, err.message);
-	h->peer = pair[1];
-	h->ctx = tzlib_ctx;
-	ck_assert_ptr_nonnull(h->ctx);
-}
-
-static void
-held_close(struct held *h)
-{
-	bufferevent_free(h->top);
-	bufferevent_free(h->peer);
-	/* let deferred error callbacks and finalizers run (never blocks) */
-	event_base_loop(h->base, EVLOOP_NONBLOCK);
-	event_base_loop(h->base, EVLOOP_NONBLOCK);
-}
-
 static const char *
-held_error(struct held *h)
+held_error(struct th_held *h)
 {
 	const char *e = strata_last_error(h->top);
 
@@ -437,12 +311,12 @@ fz_compress(const char *opts, const void *data, size_t len, size_t chunk,
     size_t flush_every)
 {
 	struct evbuffer *out = evbuffer_new();
-	struct direct d;
+	struct th_direct d;
 
-	direct_open(&d, opts);
+	th_direct_open(&d, ZL, opts);
 	ck_assert_int_eq(feed(ZL->output, d.ctx, data, len, chunk,
 			     flush_every, BEV_FINISHED, out), 0);
-	direct_close(&d);
+	th_direct_close(&d);
 	return out;
 }
 
@@ -451,13 +325,13 @@ static void
 fz_decompress(const char *opts, struct evbuffer *in, size_t chunk,
     struct evbuffer *out)
 {
-	struct direct d;
+	struct th_direct d;
 
-	direct_open(&d, opts);
+	th_direct_open(&d, ZL, opts);
 	ck_assert_int_eq(feed(ZL->input, d.ctx, evbuffer_pullup(in, -1),
 			     evbuffer_get_length(in), chunk, 0, BEV_FINISHED,
 			     out), 0);
-	direct_close(&d);
+	th_direct_close(&d);
 }
 
 /*
@@ -471,13 +345,13 @@ fz_decompress_err(const char *opts, const void *in, size_t len,
 {
 	static char msg[STRATA_ERROR_MAX + 64];
 	struct event_base *base = event_base_new();
-	struct held h;
+	struct th_held h;
 	int r;
 
-	held_open(&h, base, opts);
+	th_held_open(&h, base, opts);
 	r = feed(ZL->input, h.ctx, in, len, chunk, 0, BEV_FINISHED, out);
 	snprintf(msg, sizeof(msg), "%s", r < 0 ? held_error(&h) : "");
-	held_close(&h);
+	th_held_close(&h);
 	event_base_free(base);
 	return msg;
 }
@@ -688,21 +562,21 @@ run_python(const char *script, const char *a1, const char *a2,
 static void
 config_ok(const char *opts)
 {
-	struct direct d;
+	struct th_direct d;
 
-	direct_open(&d, opts);
-	direct_close(&d);
+	th_direct_open(&d, ZL, opts);
+	th_direct_close(&d);
 }
 
 static void
 config_fails(const char *opts, const char *want)
 {
 	struct strata_error err;
-	struct optlist l;
+	struct th_optlist l;
 	void *cfg = NULL;
 
 	memset(&err, 0, sizeof(err));
-	optlist_parse(&l, opts);
+	th_optlist_parse(&l, opts);
 	ck_assert_msg(ZL->config(&cfg, l.o, l.n, &err) < 0,
 	    "config '%s' was accepted", opts);
 	ck_assert_int_eq(err.code, STRATA_ERR_OPTION);
@@ -856,11 +730,11 @@ START_TEST(rt_matrix)
 			struct evbuffer *mine = evbuffer_new();
 
 			ref_inflate_buf(wbits_of(formats[f], 15), z, back, 1);
-			ck_assert_msg(buf_eq(back, data, len),
+			ck_assert_msg(th_buf_eq(back, data, len),
 			    "%s chunk %zu: zlib decodes %zu bytes", opts,
 			    chunk_sizes[c], evbuffer_get_length(back));
 			fz_decompress(opts, z, chunk_sizes[c], mine);
-			ck_assert_msg(buf_eq(mine, data, len),
+			ck_assert_msg(th_buf_eq(mine, data, len),
 			    "%s chunk %zu: the filter decodes %zu bytes",
 			    opts, chunk_sizes[c], evbuffer_get_length(mine));
 			if (!first) {
@@ -868,7 +742,7 @@ START_TEST(rt_matrix)
 				first = z;
 				ref_deflate(wbits_of(formats[f], 15), levels[l],
 				    data, len, p == 2 ? 1000 : 0, ref);
-				ck_assert_msg(!levels[l] || buf_eq(ref,
+				ck_assert_msg(!levels[l] || th_buf_eq(ref,
 				    evbuffer_pullup(z, -1),
 				    evbuffer_get_length(z)), "%s: %zu bytes, "
 				    "zlib made %zu", opts,
@@ -876,7 +750,7 @@ START_TEST(rt_matrix)
 				    evbuffer_get_length(ref));
 				evbuffer_free(ref);
 			} else {
-				ck_assert_msg(buf_eq(first,
+				ck_assert_msg(th_buf_eq(first,
 				    evbuffer_pullup(z, -1),
 				    evbuffer_get_length(z)),
 				    "%s: chunk %zu changed the output", opts,
@@ -907,15 +781,15 @@ START_TEST(rt_flush_decodable)
 	for (l = 0; l < STRATA_ARRAY_LEN(levels); l++) {
 		struct evbuffer *src = evbuffer_new(), *z = evbuffer_new();
 		struct evbuffer *plain = evbuffer_new();
-		struct direct enc, dec;
+		struct th_direct enc, dec;
 		char opts[64];
 		size_t off = 0;
 		z_stream s;
 
 		snprintf(opts, sizeof(opts), "format=%s,level=%d", formats[f],
 		    levels[l]);
-		direct_open(&enc, opts);
-		direct_open(&dec, opts);
+		th_direct_open(&enc, ZL, opts);
+		th_direct_open(&dec, ZL, opts);
 		memset(&s, 0, sizeof(s));
 		ck_assert_int_eq(inflateInit2(&s, wbits_of(formats[f], 15)),
 		    Z_OK);
@@ -955,8 +829,8 @@ START_TEST(rt_flush_decodable)
 			evbuffer_drain(plain, n);
 		}
 		inflateEnd(&s);
-		direct_close(&enc);
-		direct_close(&dec);
+		th_direct_close(&enc);
+		th_direct_close(&dec);
 		evbuffer_free(src);
 		evbuffer_free(z);
 		evbuffer_free(plain);
@@ -972,11 +846,11 @@ START_TEST(rt_every_n)
 	unsigned char *data = mixed_data(len);
 	struct evbuffer *src = evbuffer_new(), *z = evbuffer_new();
 	struct evbuffer *plain = evbuffer_new();
-	struct direct enc, dec;
+	struct th_direct enc, dec;
 	size_t off = 0;
 
-	direct_open(&enc, "flush=every:1000");
-	direct_open(&dec, "");
+	th_direct_open(&enc, ZL, "flush=every:1000");
+	th_direct_open(&dec, ZL, "");
 	while (off < len) {
 		size_t n = 1 + rnd() % 700;
 		if (n > len - off)
@@ -995,9 +869,9 @@ START_TEST(rt_every_n)
 	    0);
 	ck_assert_int_eq(drive(ZL->input, dec.ctx, z, plain, -1,
 			     BEV_FINISHED), 0);
-	ck_assert(buf_eq(plain, data, len));
-	direct_close(&enc);
-	direct_close(&dec);
+	ck_assert(th_buf_eq(plain, data, len));
+	th_direct_close(&enc);
+	th_direct_close(&dec);
 	evbuffer_free(src);
 	evbuffer_free(z);
 	evbuffer_free(plain);
@@ -1043,10 +917,10 @@ START_TEST(rt_flush_idle)
 {
 	struct event_base *base = event_base_new();
 	struct evbuffer *src = evbuffer_new(), *z = evbuffer_new();
-	struct held h;
+	struct th_held h;
 	size_t n;
 
-	held_open(&h, base, "");
+	th_held_open(&h, base, "");
 	ck_assert_int_eq(ZL->output(src, z, -1, BEV_FLUSH, h.ctx),
 	    BEV_NEED_MORE);
 	ck_assert_uint_eq(evbuffer_get_length(z), 0);
@@ -1067,7 +941,7 @@ START_TEST(rt_flush_idle)
 	{
 		struct evbuffer *back = evbuffer_new();
 		ref_inflate_buf(15, z, back, 1);
-		ck_assert(buf_eq(back, "hello\n", 6));
+		ck_assert(th_buf_eq(back, "hello\n", 6));
 		evbuffer_free(back);
 	}
 	evbuffer_add(src, "late", 4);
@@ -1075,7 +949,7 @@ START_TEST(rt_flush_idle)
 	    BEV_ERROR);
 	ck_assert_str_eq(held_error(&h),
 	    "tzlib: data written after the end of the stream");
-	held_close(&h);
+	th_held_close(&h);
 	evbuffer_free(src);
 	evbuffer_free(z);
 	event_base_free(base);
@@ -1102,7 +976,7 @@ START_TEST(rt_options)
 		struct evbuffer *mine = evbuffer_new();
 
 		fz_decompress(opts[i], z, 5000, mine);
-		ck_assert_msg(buf_eq(mine, data, len), "%s", opts[i]);
+		ck_assert_msg(th_buf_eq(mine, data, len), "%s", opts[i]);
 		evbuffer_free(z);
 		evbuffer_free(mine);
 	}
@@ -1153,7 +1027,7 @@ START_TEST(rt_gzip_members)
 	for (c = 0; c < STRATA_ARRAY_LEN(chunk_sizes); c++) {
 		struct evbuffer *mine = evbuffer_new();
 		fz_decompress("format=gzip", z, chunk_sizes[c], mine);
-		ck_assert(buf_eq(mine, data, len));
+		ck_assert(th_buf_eq(mine, data, len));
 		evbuffer_free(mine);
 	}
 	/* small members, split at every position */
@@ -1162,19 +1036,19 @@ START_TEST(rt_gzip_members)
 	ref_deflate(31, 6, "two\n", 4, 0, z);
 	for (at = 0; at <= evbuffer_get_length(z); at++) {
 		struct evbuffer *mine = evbuffer_new();
-		struct direct d;
+		struct th_direct d;
 		struct evbuffer *src = evbuffer_new();
 		const unsigned char *p = evbuffer_pullup(z, -1);
 
-		direct_open(&d, "format=gzip");
+		th_direct_open(&d, ZL, "format=gzip");
 		evbuffer_add(src, p, at);
 		ck_assert_int_eq(drive(ZL->input, d.ctx, src, mine, -1,
 				     BEV_NORMAL), 0);
 		evbuffer_add(src, p + at, evbuffer_get_length(z) - at);
 		ck_assert_int_eq(drive(ZL->input, d.ctx, src, mine, -1,
 				     BEV_FINISHED), 0);
-		ck_assert(buf_eq(mine, "one\ntwo\n", 8));
-		direct_close(&d);
+		ck_assert(th_buf_eq(mine, "one\ntwo\n", 8));
+		th_direct_close(&d);
 		evbuffer_free(src);
 		evbuffer_free(mine);
 	}
@@ -1200,11 +1074,11 @@ START_TEST(limit_output)
 		    0);
 		struct evbuffer *src = evbuffer_new(), *z = evbuffer_new();
 		enum bufferevent_flush_mode mode = BEV_NORMAL;
-		struct direct d;
+		struct th_direct d;
 		size_t off = 0;
 		int idle = 0;
 
-		direct_open(&d, opts[i]);
+		th_direct_open(&d, ZL, opts[i]);
 		while (idle < 200) {
 			ev_ssize_t lim = 1 + (ev_ssize_t)(rnd() % 300);
 			size_t d0 = evbuffer_get_length(z);
@@ -1225,11 +1099,11 @@ START_TEST(limit_output)
 				    (size_t)lim);
 			idle = r == BEV_NEED_MORE ? idle + 1 : 0;
 		}
-		ck_assert_msg(buf_eq(want, evbuffer_pullup(z, -1),
+		ck_assert_msg(th_buf_eq(want, evbuffer_pullup(z, -1),
 		    evbuffer_get_length(z)), "%s: %zu bytes, want %zu",
 		    opts[i], evbuffer_get_length(z),
 		    evbuffer_get_length(want));
-		direct_close(&d);
+		th_direct_close(&d);
 		evbuffer_free(src);
 		evbuffer_free(z);
 		evbuffer_free(want);
@@ -1251,14 +1125,14 @@ START_TEST(limit_input)
 		char opts[32];
 		struct evbuffer *z, *src = evbuffer_new();
 		struct evbuffer *out = evbuffer_new();
-		struct direct d;
+		struct th_direct d;
 		size_t off = 0, zl;
 		int done = 0, calls = 0;
 
 		snprintf(opts, sizeof(opts), "format=%s", formats[f]);
 		z = fz_compress(opts, data, len, 0, 7000);
 		zl = evbuffer_get_length(z);
-		direct_open(&d, opts);
+		th_direct_open(&d, ZL, opts);
 		while (!done && calls++ < 10000000) {
 			ev_ssize_t lim = 1 + (ev_ssize_t)(rnd() % 700);
 			size_t d0 = evbuffer_get_length(out);
@@ -1280,9 +1154,9 @@ START_TEST(limit_input)
 		}
 		ck_assert_int_eq(ZL->input(src, out, -1, BEV_FINISHED, d.ctx),
 		    BEV_NEED_MORE);
-		ck_assert_msg(buf_eq(out, data, len), "%s: %zu bytes", opts,
+		ck_assert_msg(th_buf_eq(out, data, len), "%s: %zu bytes", opts,
 		    evbuffer_get_length(out));
-		direct_close(&d);
+		th_direct_close(&d);
 		evbuffer_free(z);
 		evbuffer_free(src);
 		evbuffer_free(out);
@@ -1399,7 +1273,7 @@ START_TEST(bad_bitflip)
 				e = fz_decompress_err(opts, p, zl, 0, out);
 				p[i] ^= (unsigned char)(1u << bit);
 				ck_assert_msg(starts_with(e, "tzlib: ") ||
-				    (!*e && buf_eq(out, data, len)),
+				    (!*e && th_buf_eq(out, data, len)),
 				    "%s: flipped bit %d of byte %zu went "
 				    "unnoticed", opts, bit, i);
 				if (!*e)
@@ -1465,7 +1339,7 @@ expect_error(const char *opts, struct evbuffer *z, const char *want,
 		ck_assert_msg(!strcmp(e, want), "%s chunk %zu: '%s', want "
 		    "'%s'", opts, chunk_sizes[c], e, want);
 		if (data)
-			ck_assert(buf_eq(out, data, len));
+			ck_assert(th_buf_eq(out, data, len));
 		evbuffer_free(out);
 	}
 }
@@ -1477,7 +1351,7 @@ START_TEST(bad_gzip_header_crc)
 
 	gzip_by_hand(text, sizeof(text) - 1, 0, 0, 0, z);
 	fz_decompress("format=gzip", z, 1, out); /* the good one decodes */
-	ck_assert(buf_eq(out, text, sizeof(text) - 1));
+	ck_assert(th_buf_eq(out, text, sizeof(text) - 1));
 	evbuffer_drain(z, evbuffer_get_length(z));
 	gzip_by_hand(text, sizeof(text) - 1, 1, 0, 0, z);
 	expect_error("format=gzip", z, "tzlib: corrupt input at compressed "
@@ -1590,10 +1464,10 @@ inflate_counting(const char *opts, struct evbuffer *z, ev_ssize_t lim,
 	struct event_base *base = event_base_new();
 	struct evbuffer *out = evbuffer_new();
 	size_t total = 0;
-	struct held h;
+	struct th_held h;
 	int r = 0;
 
-	held_open(&h, base, opts);
+	th_held_open(&h, base, opts);
 	while (r == 0 && evbuffer_get_length(z)) {
 		r = drive(ZL->input, h.ctx, z, out, lim, BEV_NORMAL);
 		total += evbuffer_get_length(out);
@@ -1607,7 +1481,7 @@ inflate_counting(const char *opts, struct evbuffer *z, ev_ssize_t lim,
 		evbuffer_drain(out, evbuffer_get_length(out));
 	}
 	snprintf(err, errlen, "%s", r < 0 ? held_error(&h) : "");
-	held_close(&h);
+	th_held_close(&h);
 	evbuffer_free(out);
 	event_base_free(base);
 	return total;
@@ -1725,10 +1599,10 @@ START_TEST(mem_lazy)
 {
 	struct mallinfo2 m0, m1, m2;
 	struct evbuffer *src = evbuffer_new(), *z = evbuffer_new();
-	struct direct d;
+	struct th_direct d;
 
 	m0 = mallinfo2();
-	direct_open(&d, "");
+	th_direct_open(&d, ZL, "");
 	m1 = mallinfo2();
 	evbuffer_add(src, "x", 1);
 	ck_assert_int_eq(drive(ZL->output, d.ctx, src, z, -1, BEV_FLUSH), 0);
@@ -1737,7 +1611,7 @@ START_TEST(mem_lazy)
 		/* mallinfo2 tells (not under ASan or valgrind) */
 		ck_assert_uint_lt(m1.uordblks - m0.uordblks, 512);
 	}
-	direct_close(&d);
+	th_direct_close(&d);
 	evbuffer_free(src);
 	evbuffer_free(z);
 }
@@ -1937,8 +1811,8 @@ START_TEST(sock_roundtrip)
 		th_run_until(d.base, &d.a.eof, 2000, "EOF at a");
 		th_run_until(d.base, &d.b.eof, 2000, "EOF at b");
 		ck_assert_int_eq(d.a.errors + d.b.errors, 0);
-		ck_assert(buf_eq(d.b.got, "from a\nsecond\n", 14));
-		ck_assert(buf_eq(d.a.got, "from b\n", 7));
+		ck_assert(th_buf_eq(d.b.got, "from a\nsecond\n", 14));
+		ck_assert(th_buf_eq(d.a.got, "from b\n", 7));
 		ck_assert_int_eq(d.a.events, 1);
 		ck_assert_int_eq(d.b.events, 1);
 		duo_close(&d);
@@ -2070,7 +1944,7 @@ START_TEST(sock_flush_none)
 	bufferevent_flush(d.a.top, EV_WRITE, BEV_FLUSH);
 	while (!decoded_at_least(&d.b, 6) && d.b.events == 0)
 		th_run_for(d.base, 10);
-	ck_assert(buf_eq(d.b.got, "hello\n", 6));
+	ck_assert(th_buf_eq(d.b.got, "hello\n", 6));
 	ck_assert_uint_eq(layer_stat(d.a.top, 1, "flushes"), 1);
 	duo_close(&d);
 }
@@ -2088,7 +1962,7 @@ START_TEST(sock_flush_every)
 	bufferevent_write(d.a.top, "abcdefXYZ", 9);
 	for (i = 0; i < 200 && !decoded_at_least(&d.b, 16); i++)
 		th_run_for(d.base, 10);
-	ck_assert(buf_eq(d.b.got, "0123456789abcdef", 16));
+	ck_assert(th_buf_eq(d.b.got, "0123456789abcdef", 16));
 	th_run_for(d.base, 50);
 	ck_assert_uint_eq(d.b.total, 16);
 	duo_close(&d);
@@ -2203,11 +2077,11 @@ START_TEST(sock_hostile)
 	snprintf(want, sizeof(want), "zlib: data after the end of the stream "
 	    "at compressed byte %zu", zl);
 	hostile("", evbuffer_pullup(z, -1), zl + 8, 0, want, got);
-	ck_assert(buf_eq(got, text, n));
+	ck_assert(th_buf_eq(got, text, n));
 	/* and a good one ends cleanly */
 	evbuffer_drain(got, evbuffer_get_length(got));
 	hostile("", evbuffer_pullup(z, -1), zl, 1, NULL, got);
-	ck_assert(buf_eq(got, text, n));
+	ck_assert(th_buf_eq(got, text, n));
 	evbuffer_free(z);
 	evbuffer_free(got);
 }
@@ -2546,7 +2420,7 @@ START_TEST(interop_python_decodes)
 		st = run_python("decode.py", py_wbits(formats[f]), NULL, NULL,
 		    evbuffer_pullup(z, -1), evbuffer_get_length(z), out);
 		ck_assert_msg(st == 0, "%s: python exited %d", opts, st);
-		ck_assert_msg(buf_eq(out, data, len), "%s: python decoded "
+		ck_assert_msg(th_buf_eq(out, data, len), "%s: python decoded "
 		    "%zu bytes", opts, evbuffer_get_length(out));
 		if (f == 1) {
 			evbuffer_drain(out, evbuffer_get_length(out));
@@ -2554,7 +2428,7 @@ START_TEST(interop_python_decodes)
 			    evbuffer_pullup(z, -1), evbuffer_get_length(z),
 			    out);
 			ck_assert_int_eq(st, 0);
-			ck_assert(buf_eq(out, data, len));
+			ck_assert(th_buf_eq(out, data, len));
 		}
 		evbuffer_free(z);
 		evbuffer_free(out);
@@ -2580,7 +2454,7 @@ START_TEST(interop_gzip_tool_decodes)
 		    evbuffer_get_length(z), out);
 
 		ck_assert_msg(st == 0, "%s: gzip exited %d", opts[i], st);
-		ck_assert_msg(buf_eq(out, data, len), "%s: gzip decoded %zu "
+		ck_assert_msg(th_buf_eq(out, data, len), "%s: gzip decoded %zu "
 		    "bytes", opts[i], evbuffer_get_length(out));
 		evbuffer_free(z);
 		evbuffer_free(out);
@@ -2629,7 +2503,7 @@ START_TEST(interop_python_encodes)
 			    evbuffer_pullup(z, -1), evbuffer_get_length(z),
 			    chunk_sizes[c], out);
 			ck_assert_msg(!*e, "python %s: %s", v[i].kind, e);
-			ck_assert_msg(buf_eq(out, data, len), "python %s, "
+			ck_assert_msg(th_buf_eq(out, data, len), "python %s, "
 			    "chunk %zu: %zu bytes", v[i].kind, chunk_sizes[c],
 			    evbuffer_get_length(out));
 			evbuffer_free(out);
@@ -2657,7 +2531,7 @@ START_TEST(interop_gzip_tool_encodes)
 		    evbuffer_pullup(z, -1), evbuffer_get_length(z),
 		    chunk_sizes[c], out);
 		ck_assert_msg(!*e, "%s", e);
-		ck_assert(buf_eq(out, data, len));
+		ck_assert(th_buf_eq(out, data, len));
 		evbuffer_drain(out, evbuffer_get_length(out));
 	}
 	evbuffer_free(z);
@@ -2749,7 +2623,7 @@ exec_echo(const char *wbits, const char *filters, int rounds)
 		}
 		ck_assert_msg(!e.errors, "%s", e.error);
 		snprintf(want, sizeof(want), "echo line %d\n", i);
-		ck_assert_msg(buf_eq(e.got, want, strlen(want)),
+		ck_assert_msg(th_buf_eq(e.got, want, strlen(want)),
 		    "got '%.*s', want '%s'", (int)evbuffer_get_length(e.got),
 		    (const char *)evbuffer_pullup(e.got, -1), want);
 		evbuffer_drain(e.got, evbuffer_get_length(e.got));
@@ -2803,7 +2677,7 @@ main(void)
 	int failed;
 
 	signal(SIGPIPE, SIG_IGN);
-	if (tzlib_register() < 0) {
+	if (th_capture_register(ZL, "tzlib") < 0) {
 		fprintf(stderr, "could not register the test filter\n");
 		return 1;
 	}
