@@ -51,6 +51,8 @@
 
 #include "strata/strata.h"
 
+#include "common.h"
+
 #define MIB (1024u * 1024u)
 #define CHUNK (64 * 1024)  /* the writer adds this much at a time */
 #define FILL (256 * 1024)  /* ... while the top's output is below this */
@@ -91,26 +93,6 @@ clock_s(clockid_t id)
 
 	clock_gettime(id, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double
-median(const double *v, int n)
-{
-	double s[MAX_RUNS];
-	int i;
-
-	for (i = 0; i < n; i++)
-		s[i] = v[i];
-	qsort(s, (size_t)n, sizeof(*s), cmp_double);
-	return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 
 static const char *
@@ -551,8 +533,8 @@ section_bulk(void)
 	for (k = 0; k < 3; k++) {
 		if (!use[k])
 			continue;
-		mw[k] = median(wall[k], o.runs);
-		mc[k] = median(cpu[k], o.runs);
+		mw[k] = bench_median(wall[k], o.runs);
+		mc[k] = bench_median(cpu[k], o.runs);
 		printf("   %-34s %9.1f %9.1f\n", bulk_names[k],
 		    (double)total / 1e6 / mw[k], (double)total / 1e6 / mc[k]);
 	}
@@ -761,8 +743,8 @@ section_handshakes(void)
 	for (k = 0; k < 2; k++) {
 		if (!use[k])
 			continue;
-		mr[k] = median(rate[k], o.runs);
-		mc[k] = median(cpu[k], o.runs);
+		mr[k] = bench_median(rate[k], o.runs);
+		mc[k] = bench_median(cpu[k], o.runs);
 		printf("   %-34s %9.0f %14.1f %12.0f\n", names[k], mr[k],
 		    mc[k] * 1e6, 1 / mc[k]);
 	}
@@ -1065,8 +1047,8 @@ section_idle(void)
 		for (k = 0; k < 3; k++) {
 			if (!use[k])
 				continue;
-			mr[k] = median(rss[k], runs);
-			mh[k] = median(heap[k], runs);
+			mr[k] = bench_median(rss[k], runs);
+			mh[k] = bench_median(heap[k], runs);
 			printf("   %-34s %12.0f %12.0f\n", names[k], mr[k],
 			    mh[k]);
 		}

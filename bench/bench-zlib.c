@@ -34,6 +34,8 @@
 
 #include "internal.h"
 
+#include "common.h"
+
 #define ZL (&strata_zlib_filter_)
 #define MIB (1024u * 1024u)
 #define PIECE (64 * 1024) /* inflate input piece, default flush interval */
@@ -60,28 +62,7 @@ die(const char *what, const char *detail)
 static double
 cpu_now(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double
-median(double *v, int n)
-{
-	double s[MAX_RUNS];
-
-	memcpy(s, v, (size_t)n * sizeof(*s));
-	qsort(s, (size_t)n, sizeof(*s), cmp_double);
-	return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+	return bench_clock_s(CLOCK_PROCESS_CPUTIME_ID);
 }
 
 /* ---- the text: strata-bench's generator (log and protocol lines) ---- */
@@ -92,63 +73,15 @@ struct text {
 	const char *name;
 };
 
-static uint64_t
-rnd(uint64_t *s)
-{
-	*s ^= *s >> 12;
-	*s ^= *s << 25;
-	*s ^= *s >> 27;
-	return *s * 2685821657736338717ull;
-}
-
-/* clang-format off */
-static const char *const words[] = {
-	"the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as",
-	"was", "with", "be", "by", "on", "not", "he", "this", "are", "or",
-	"his", "from", "at", "which", "but", "have", "an", "had", "they",
-	"you", "were", "their", "one", "all", "we", "can", "her", "has",
-	"there", "been", "if", "more", "when", "will", "would", "who", "so",
-	"connection", "request", "GET", "POST", "/api/v1/users", "200", "404",
-	"user_id=4711", "latency=12ms", "INFO", "WARN", "ERROR", "2024-05-17",
-	"12:03:44.512", "server", "client", "session", "timeout", "bytes",
-	"received", "sent", "retry", "cache", "miss", "hit", "upstream",
-	"\"Mozilla/5.0\"", "-", "[worker:3]", "queue", "depth=17", "ok",
-};
-/* clang-format on */
-
-static size_t
-line_len(uint64_t *s)
-{
-	uint64_t a = rnd(s) % 191, b = rnd(s) % 191;
-
-	return 10 + (size_t)(rnd(s) & 1 ? a : a * b / 190);
-}
-
 static void
 text_make(struct text *t, size_t want)
 {
-	uint64_t s = 0x9e3779b97f4a7c15ull;
-	size_t off = 0;
+	struct bench_text b;
 
-	if (!(t->buf = malloc(want + 256)))
+	if (bench_text_make(&b, want) < 0)
 		die("out of memory", NULL);
-	while (off < want) {
-		size_t n = line_len(&s), w = 0;
-		while (w + 1 < n) {
-			const char *word =
-			    words[rnd(&s) % STRATA_ARRAY_LEN(words)];
-			size_t k = strlen(word);
-			if (w)
-				t->buf[off + w++] = ' ';
-			if (k > n - 1 - w)
-				k = n - 1 - w;
-			memcpy(t->buf + off + w, word, k);
-			w += k;
-		}
-		t->buf[off + n - 1] = '\n';
-		off += n;
-	}
-	t->len = off;
+	t->buf = (unsigned char *)b.buf;
+	t->len = b.len;
 	t->name = "strata-bench's generated log/protocol lines";
 }
 
@@ -486,7 +419,7 @@ throughput_level(const struct opts *op, const struct text *t, int level,
 		for (v = 0; v < NVAR; v++)
 			cpu[v][r] = run_variant(v, t, level, &z, o);
 	for (v = 0; v < NVAR; v++)
-		med[v] = median(cpu[v], op->runs);
+		med[v] = bench_median(cpu[v], op->runs);
 	if (flush_every == PIECE)
 		printf("\n   level %d%s\n", level,
 		    level == 1 ? " (the default)" : "");
@@ -566,8 +499,8 @@ levels_section(const struct opts *op, const struct text *t)
 			in[r] = run_variant(INF_FILTER, t, level, &z, &o);
 		}
 		printf("   %-6d %12.1f %12.1f %10zu %8.3f\n", level,
-		    (double)t->len / 1e6 / median(d, runs),
-		    (double)t->len / 1e6 / median(in, runs), size,
+		    (double)t->len / 1e6 / bench_median(d, runs),
+		    (double)t->len / 1e6 / bench_median(in, runs), size,
 		    (double)t->len / (double)size);
 		free(z.buf);
 	}

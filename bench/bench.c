@@ -46,6 +46,8 @@
 
 #include "internal.h"
 
+#include "common.h"
+
 #define MIB (1024u * 1024u)
 #define STREAM_CHUNK (64 * 1024) /* what the writer adds at a time */
 #define STREAM_FILL (256 * 1024) /* ... while its output is below this */
@@ -71,20 +73,11 @@ struct timing {
 	double wall, cpu;
 };
 
-static double
-clock_s(clockid_t id)
-{
-	struct timespec ts;
-
-	clock_gettime(id, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static struct timing
 timing_now(void)
 {
 	struct timing t = {
-	    clock_s(CLOCK_MONOTONIC), clock_s(CLOCK_PROCESS_CPUTIME_ID)};
+	    bench_clock_s(CLOCK_MONOTONIC), bench_clock_s(CLOCK_PROCESS_CPUTIME_ID)};
 
 	return t;
 }
@@ -99,25 +92,16 @@ timing_since(struct timing t0)
 	return t;
 }
 
-static int
-cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 /* Median of the wall (or, with @p cpu, CPU) times of @p n runs. */
 static double
 median(const struct timing *v, int n, int cpu)
 {
-	double s[MAX_RUNS];
+	double s[MAX_RUNS] = {0};
 	int i;
 
 	for (i = 0; i < n; i++)
 		s[i] = cpu ? v[i].cpu : v[i].wall;
-	qsort(s, (size_t)n, sizeof(*s), cmp_double);
-	return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+	return bench_median(s, n);
 }
 
 static void
@@ -130,75 +114,11 @@ die(const char *what, const char *detail)
 
 /* ---- the text: real-looking lines of 10..200 bytes ---- */
 
-struct text {
-	char *buf;
-	size_t len;
-	size_t lines;
-};
-
-static uint64_t
-rnd(uint64_t *s)
-{
-	/* xorshift64*: deterministic, so every run sends the same text */
-	*s ^= *s >> 12;
-	*s ^= *s << 25;
-	*s ^= *s >> 27;
-	return *s * 2685821657736338717ull;
-}
-
-/* clang-format off */
-static const char *const words[] = {
-	"the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as",
-	"was", "with", "be", "by", "on", "not", "he", "this", "are", "or",
-	"his", "from", "at", "which", "but", "have", "an", "had", "they",
-	"you", "were", "their", "one", "all", "we", "can", "her", "has",
-	"there", "been", "if", "more", "when", "will", "would", "who", "so",
-	"connection", "request", "GET", "POST", "/api/v1/users", "200", "404",
-	"user_id=4711", "latency=12ms", "INFO", "WARN", "ERROR", "2024-05-17",
-	"12:03:44.512", "server", "client", "session", "timeout", "bytes",
-	"received", "sent", "retry", "cache", "miss", "hit", "upstream",
-	"\"Mozilla/5.0\"", "-", "[worker:3]", "queue", "depth=17", "ok",
-};
-/* clang-format on */
-
-/* Line length in bytes, "\n" included: half uniform over 10..200, half
- * skewed short, like a mix of log lines and chat/protocol lines. */
-static size_t
-line_len(uint64_t *s)
-{
-	uint64_t a = rnd(s) % 191, b = rnd(s) % 191;
-
-	return 10 + (size_t)(rnd(s) & 1 ? a : a * b / 190);
-}
-
 static void
-text_make(struct text *t, size_t want)
+text_make(struct bench_text *t, size_t want)
 {
-	uint64_t s = 0x9e3779b97f4a7c15ull;
-	size_t off = 0;
-
-	t->buf = malloc(want + 256);
-	if (!t->buf)
+	if (bench_text_make(t, want) < 0)
 		die("out of memory", NULL);
-	t->lines = 0;
-	while (off < want) {
-		size_t n = line_len(&s), w = 0;
-		while (w + 1 < n) {
-			const char *word =
-			    words[rnd(&s) % STRATA_ARRAY_LEN(words)];
-			size_t k = strlen(word);
-			if (w)
-				t->buf[off + w++] = ' ';
-			if (k > n - 1 - w)
-				k = n - 1 - w;
-			memcpy(t->buf + off + w, word, k);
-			w += k;
-		}
-		t->buf[off + n - 1] = '\n';
-		off += n;
-		t->lines++;
-	}
-	t->len = off;
 }
 
 /* ---- a pass-through filter, registered by the bench ---- */
@@ -230,7 +150,7 @@ static const struct strata_filter_type pass_type = {
 
 struct flow {
 	struct event_base *base;
-	const struct text *text;
+	const struct bench_text *text;
 	size_t total; /* bytes to move in this run */
 	size_t sent, got, text_off;
 	size_t cut; /* read callbacks that ended inside a line */
@@ -374,7 +294,7 @@ stack_lines(struct bufferevent *top)
 /* One transfer of @p total bytes, timed from the first write to the last
  * read. */
 static struct timing
-stream_run(const struct text *text, size_t total, const struct variant *v)
+stream_run(const struct bench_text *text, size_t total, const struct variant *v)
 {
 	struct event_base *base = event_base_new();
 	struct bufferevent *w, *r;
@@ -502,7 +422,7 @@ print_runs(const char *label, const struct timing *t, int runs, double bytes)
 }
 
 static void
-stream_section(const struct opts *o, const struct text *text)
+stream_section(const struct opts *o, const struct bench_text *text)
 {
 	const struct variant *v = variants;
 	struct timing tm[N_VARIANTS][MAX_RUNS];
@@ -545,7 +465,7 @@ stream_section(const struct opts *o, const struct text *text)
  * "rawN" (N nested libevent filter bufferevents) or a strata stack.
  */
 static void
-stream_one(const struct opts *o, const struct text *text, const char *name)
+stream_one(const struct opts *o, const struct bench_text *text, const char *name)
 {
 	size_t reps = (o->stream_mib * MIB + text->len - 1) / text->len;
 	size_t total = reps * text->len;
@@ -586,7 +506,7 @@ struct pieces {
 };
 
 static void
-pieces_make(struct pieces *p, const struct text *t, size_t piece)
+pieces_make(struct pieces *p, const struct bench_text *t, size_t piece)
 {
 	size_t off, i;
 
@@ -646,7 +566,7 @@ count_lf(struct evbuffer *b)
 }
 
 static void
-consume_memchr(const struct text *t, struct count *c)
+consume_memchr(const struct bench_text *t, struct count *c)
 {
 	const char *s = t->buf, *e = t->buf + t->len, *lf;
 
@@ -685,7 +605,7 @@ static const char *const method_label[M_COUNT] = {
  * timed: the timed runs drain it as a user would).
  */
 static struct timing
-lines_run(enum method m, const struct text *t, size_t piece, int verify)
+lines_run(enum method m, const struct bench_text *t, size_t piece, int verify)
 {
 	const struct strata_filter_type *lt = &strata_lines_filter_;
 	struct evbuffer *src = evbuffer_new(), *dst = evbuffer_new();
@@ -738,7 +658,7 @@ lines_run(enum method m, const struct text *t, size_t piece, int verify)
 }
 
 static void
-lines_layout(const struct opts *o, const struct text *t, size_t piece,
+lines_layout(const struct opts *o, const struct bench_text *t, size_t piece,
     const char *layout)
 {
 	struct timing tm[M_COUNT][MAX_RUNS];
@@ -763,7 +683,7 @@ lines_layout(const struct opts *o, const struct text *t, size_t piece,
 }
 
 static void
-lines_section(const struct opts *o, const struct text *t)
+lines_section(const struct opts *o, const struct bench_text *t)
 {
 	char layout[128];
 
@@ -1052,7 +972,7 @@ sock_reader_main(void *arg)
 }
 
 static void
-block_write(int fd, const struct text *text, size_t total)
+block_write(int fd, const struct bench_text *text, size_t total)
 {
 	size_t sent = 0, off = 0;
 
@@ -1168,7 +1088,7 @@ strata_pair(const struct sock_variant *v, struct event_base *wb,
 /* One transfer of @p total bytes from the connecting end to the accepted
  * end, timed from the first write until the reader has every byte. */
 static struct timing
-sock_run(const struct text *text, size_t total, const struct sock_variant *v)
+sock_run(const struct bench_text *text, size_t total, const struct sock_variant *v)
 {
 	struct event_base *wb = NULL, *rb = NULL;
 	struct bufferevent *w = NULL, *r = NULL;
@@ -1363,7 +1283,7 @@ sock_group(const struct opts *o, struct timing (*tm)[MAX_RUNS], size_t i,
 }
 
 static void
-sock_section(const struct opts *o, const struct text *text)
+sock_section(const struct opts *o, const struct bench_text *text)
 {
 	const struct sock_variant *v = sock_variants;
 	struct timing tm[N_SOCK_VARIANTS][MAX_RUNS];
@@ -1833,7 +1753,7 @@ mem_child(const char *spec)
 
 /* For profilers: one socket variant only (by its -x name), no warm-up. */
 static int
-sock_one(const struct opts *o, const struct text *text, const char *name)
+sock_one(const struct opts *o, const struct bench_text *text, const char *name)
 {
 	size_t reps = (o->stream_mib * MIB + text->len - 1) / text->len;
 	size_t total = reps * text->len, i;
@@ -1909,7 +1829,7 @@ main(int argc, char **argv)
 	struct opts o = {0, 512, 64, 7, 1000, 10000, 0, 0};
 	const char *sections = "12345", *only = NULL;
 	struct strata_error err;
-	struct text text;
+	struct bench_text text;
 	char date[64];
 	time_t now = time(NULL);
 	int c;
