@@ -19,6 +19,10 @@ size_t fh_heap_in_use(void);
 /* 1 when built with AddressSanitizer. */
 int fh_sanitized(void);
 
+/* 1 when running under valgrind (meson test --setup=valgrind): the tests
+ * that move hundreds of MB or make a thousand handshakes do less. */
+int fh_valgrind(void);
+
 /* Monotonic time in seconds. */
 double fh_now(void);
 
