@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 
@@ -327,7 +328,7 @@ fh_alive(pid_t pid)
 pid_t
 fh_spawn(char *const argv[], const char *log, unsigned nofile)
 {
-	pid_t pid = fork();
+	pid_t parent = getpid(), pid = fork();
 
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
@@ -347,6 +348,9 @@ fh_spawn(char *const argv[], const char *log, unsigned nofile)
 		for (fd = 3; fd < (int)rl.rlim_cur && fd < 65536; fd++)
 			close(fd);
 		signal(SIGPIPE, SIG_DFL);
+		/* a test that fails (or is killed) leaves no server behind */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+			_exit(124);
 		if (fh_sanitized()) {
 			/* a small quarantine: RSS then says something */
 			const char *o = getenv("ASAN_OPTIONS");
