@@ -19,6 +19,10 @@ size_t fh_heap_in_use(void);
 /* 1 when built with AddressSanitizer. */
 int fh_sanitized(void);
 
+/* 1 when running under valgrind (meson test --setup=valgrind): the tests
+ * that move hundreds of MB or make a thousand handshakes do less. */
+int fh_valgrind(void);
+
 /* Monotonic time in seconds. */
 double fh_now(void);
 
@@ -53,7 +57,8 @@ int fh_alive(pid_t pid);
 /* fork+exec @p argv with stdin from /dev/null, stdout and stderr to
  * @p log (NULL: /dev/null), no inherited fds above 2, and, if @p nofile
  * is nonzero, RLIMIT_NOFILE set to it. Under ASan the child's quarantine
- * is cut to 16 MiB, so that its RSS follows what it holds. */
+ * is cut to 16 MiB, so that its RSS follows what it holds. The child is
+ * killed when the calling process dies (a failed test leaves nothing). */
 pid_t fh_spawn(char *const argv[], const char *log, unsigned nofile);
 
 #endif

@@ -565,9 +565,11 @@ START_TEST(one_byte_per_second_handshake_timeout)
 		t0 = s.t_accept;
 	} else { /* the client under test, a raw server trickling */
 		lfd = fh_raw_listen(&port);
-		t0 = fh_now();
 		cli_connect(&e, base, port, cli_tls("handshake-timeout=2s"));
 		t.fd = accept_looping(base, lfd);
+		/* the timer starts once connected (building the stack may
+		 * take long: PENDING 06, and under valgrind) */
+		t0 = fh_now();
 		ck_assert_uint_gt(recv_looping(base, t.fd), 0);
 		t.bytes = slow_server_hello;
 		t.len = sizeof(slow_server_hello);
@@ -578,7 +580,7 @@ START_TEST(one_byte_per_second_handshake_timeout)
 	took = e.t_event - t0;
 	ck_has(e.msg, "tls: handshake not complete after 2000 ms");
 	ck_assert_int_eq(e.connected, 0);
-	ck_assert_msg(took > 1.9 && took < 3.0, "dropped after %.2f s", took);
+	ck_assert_msg(took > 1.8 && took < 3.0, "dropped after %.2f s", took);
 	ck_assert_uint_ge(t.off, 2); /* it was sending all along */
 	event_free(ev);
 	end_free(&e);
@@ -686,7 +688,7 @@ raw_drain(int fd, struct end *e)
 START_TEST(never_reading_peer)
 {
 	const struct nr_case *c = &nr_cases[_i];
-	struct event_base *base = event_base_new();
+	struct event_base *base;
 	struct end sv = {0}, cl = {0};
 	struct server s = {0};
 	char srv_f[600], cli_f[600];
@@ -694,6 +696,14 @@ START_TEST(never_reading_peer)
 	long cpu0, cpu1;
 	int port, lfd = -1, rfd = -1, i;
 
+	/* compressible data: a hundred MB through zlib before the kernel's
+	 * buffers fill, minutes under valgrind */
+	if (c->zlib && fh_valgrind()) {
+		fprintf(stderr, "never reading (%s): skipped under valgrind\n",
+		    c->name);
+		return;
+	}
+	base = event_base_new();
 	snprintf(srv_f, sizeof(srv_f), "%s%s%s", c->tls ? srv_tls("") : "",
 	    c->tls && c->zlib ? " | " : "", c->zlib ? "zlib" : "");
 	snprintf(cli_f, sizeof(cli_f), "%s%s%s", c->tls ? cli_tls("") : "",
