@@ -820,7 +820,7 @@ engine_output(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
     enum bufferevent_flush_mode mode, void *arg)
 {
 	struct strata_engine *e = arg;
-	size_t s0 = evbuffer_get_length(src), d0 = evbuffer_get_length(dst);
+	size_t s0 = evbuffer_get_length(src), d0 = evbuffer_get_length(dst), low;
 	int r;
 
 	if (e->failed)
@@ -846,9 +846,9 @@ engine_output(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
 	 * write_cb_update() calls it later instead. */
 	if (evbuffer_get_length(src) >= s0 && evbuffer_get_length(dst) <= d0)
 		return BEV_NEED_MORE;
-	if (!write_low(e) && unsent_below(e))
+	if (!(low = write_low(e)) && unsent_below(e))
 		return BEV_NEED_MORE;
-	if (evbuffer_get_length(src) <= write_low(e))
+	if (evbuffer_get_length(src) <= low)
 		e->wcb_due = 0;
 	return BEV_OK;
 }

@@ -9,8 +9,8 @@
  *
  * Every peer is real: a strata stack or a raw socket on loopback TCP.
  *
- * Checks that fail until a proposed engine fix lands are marked PENDING
- * with the proposal's number; STRATA_FAULTS_PENDING=1 runs them too:
+ * Checks that failed until an engine fix landed are marked PENDING with
+ * the fix's number (all of them are on main and every check runs):
  *  01 a transport error (a reset) raises BEV_EVENT_ERROR twice;
  *  02 an accepted stack whose accept callback disables reading never
  *     announces itself, so its TLS handshake never starts;
@@ -42,7 +42,6 @@
 
 static char tmpdir[] = "/tmp/strata-faults-XXXXXX";
 static char cert[256], pin[80];
-static int pending; /* STRATA_FAULTS_PENDING: run the PENDING checks */
 
 /* ---- one end of a connection under test ---- */
 
@@ -330,8 +329,7 @@ START_TEST(reset_mid_transfer)
 	/* nothing more is delivered after the error (PENDING 01: a second
 	 * BEV_EVENT_ERROR comes) */
 	th_run_for(base, 50);
-	if (pending)
-		ck_assert_int_eq(ut->events, ut->connected + 1);
+	ck_assert_int_eq(ut->events, ut->connected + 1);
 	end_free(ut);
 	strata_listener_free(s.l);
 	event_base_free(base);
@@ -663,7 +661,6 @@ static const struct nr_case {
     /* PENDING 03 and 04 */
     {"tcp | tls | zlib, input never drained", 1, 1, NR_UNDRAINED},
 };
-#define NR_SETTLED 4 /* cases that pass without the pending fixes */
 
 static long
 cpu_ms(void)
@@ -878,7 +875,6 @@ main(void)
 	int failed;
 	char cmd[300];
 
-	pending = getenv("STRATA_FAULTS_PENDING") != NULL;
 	if (!mkdtemp(tmpdir)) {
 		perror("mkdtemp");
 		return 1;
@@ -893,7 +889,7 @@ main(void)
 
 	tc = tcase_create("handshake");
 	tcase_add_loop_test(
-	    tc, handshake_with_reading_disabled, 0, pending ? 2 : 1);
+	    tc, handshake_with_reading_disabled, 0, 2);
 	tcase_add_loop_test(tc, close_during_handshake, 0,
 	    (int)(sizeof(hs_cases) / sizeof(hs_cases[0])));
 	suite_add_tcase(su, tc);
@@ -907,16 +903,13 @@ main(void)
 	tc = tcase_create("never-reads");
 	tcase_set_timeout(tc, 30);
 	tcase_add_loop_test(tc, never_reading_peer, 0,
-	    pending ? (int)(sizeof(nr_cases) / sizeof(nr_cases[0]))
-		    : NR_SETTLED);
+	    (int)(sizeof(nr_cases) / sizeof(nr_cases[0])));
 	suite_add_tcase(su, tc);
 
-	if (pending) {
-		tc = tcase_create("cost");
-		tcase_add_test(tc, tls_stack_build_cost);
-		tcase_add_test(tc, listen_backlog_holds_a_burst);
-		suite_add_tcase(su, tc);
-	}
+	tc = tcase_create("cost");
+	tcase_add_test(tc, tls_stack_build_cost);
+	tcase_add_test(tc, listen_backlog_holds_a_burst);
+	suite_add_tcase(su, tc);
 
 	sr = srunner_create(su);
 	srunner_run_all(sr, CK_NORMAL);
