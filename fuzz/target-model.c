@@ -562,7 +562,9 @@ op_free(struct model *m, struct end *r)
 static void
 op_close(struct model *m, struct end *r)
 {
-	struct timeval linger = {0, 200000};
+	/* long enough never to end a close that makes progress, even
+	 * under ASan on a loaded machine */
+	struct timeval linger = {5, 0};
 
 	if (!live(r))
 		return;
@@ -690,7 +692,7 @@ open_ends(struct model *m, int defer)
 static void
 finish_all(struct model *m)
 {
-	int i, round;
+	int i, round, waited;
 
 	for (i = 0; i < 2; i++) {
 		struct end *r = &m->e[i];
@@ -705,25 +707,27 @@ finish_all(struct model *m)
 	for (i = 0; i < 2; i++)
 		op_flush(m, &m->e[i], 2);
 	/* as long as anything moves (the volume is bounded: see budget) */
-	for (round = 0; round < 5000; round++) {
+	for (round = 0, waited = 0; round < 5000; round++) {
 		uint64_t before = model_sig(m);
 		int pending = (m->e[0].closing && !m->e[0].closed) ||
 			      (m->e[1].closing && !m->e[1].closed);
-		struct timespec linger = {0, 250 * 1000 * 1000};
+		struct timespec tick = {0, 20 * 1000 * 1000};
 
 		for (i = 0; i < 2; i++)
 			if (live(&m->e[i]))
 				take(&m->e[i], (size_t)-1);
 		pump(m);
-		if (model_sig(m) != before)
+		if (model_sig(m) != before) {
+			waited = 0;
 			continue;
-		if (!pending)
+		}
+		/* nothing moves: done, unless a close is pending, which
+		 * only its linger (5 s) can end now, undelivered (check_end
+		 * says so) */
+		if (!pending || waited > 6000)
 			break;
-		/* stuck with a close pending: its linger (200 ms) ends it,
-		 * undelivered (check_end says so) */
-		nanosleep(&linger, NULL);
-		pump(m);
-		break;
+		nanosleep(&tick, NULL);
+		waited += 20;
 	}
 	for (i = 0; i < 2; i++)
 		FZ_CHECK(!m->e[i].closing || m->e[i].closed,
