@@ -105,6 +105,7 @@ struct strata_engine {
 	struct close_state *closing;
 	enum strata_role role;
 	int depth;		  /* filter calls in progress */
+	int priority;		  /* strata_priority_set(), or -1 */
 	short fail_dir;
 	unsigned failed : 1;
 	unsigned error_raised : 1;
@@ -158,6 +159,39 @@ strata_transport(struct bufferevent *top)
 	struct strata_engine *e = engine_of(top);
 
 	return e ? e->transport : NULL;
+}
+
+/* The socket's deferred callbacks too, where libevent allows it; the
+ * events themselves directly: a tuned transport's read event was
+ * re-assigned (strata_socket_tune) and a pipe's is its own. */
+static int
+priority_apply(struct strata_engine *e)
+{
+	struct bufferevent *t = e->transport, *top = e->top;
+	int p = e->priority, r = 0;
+
+	(void)bufferevent_priority_set(t, p);
+	r |= event_priority_set(&t->ev_read, p);
+	r |= event_priority_set(&t->ev_write, p);
+	r |= event_priority_set(&top->ev_read, p);
+	r |= event_priority_set(&top->ev_write, p);
+	return r < 0 ? -1 : 0;
+}
+
+int
+strata_priority_set(struct bufferevent *top, int priority)
+{
+	struct strata_engine *e = engine_of(top);
+	int r;
+
+	if (!e || priority < 0 ||
+	    priority >= event_base_get_npriorities(bufferevent_get_base(top)))
+		return -1;
+	bufferevent_lock(top);
+	e->priority = priority;
+	r = priority_apply(e);
+	bufferevent_unlock(top);
+	return r;
 }
 
 /* ---- buffers around a layer ---- */
@@ -1167,6 +1201,10 @@ wrap_e(struct bufferevent *t, short what, void *arg)
 		; /* the transport handled it (e.g. trying the next address) */
 	else if (what & BEV_EVENT_CONNECTED) {
 		e->connected = 1;
+		/* connecting re-assigned the socket's events (setfd, tune),
+		 * which put them back at the default priority */
+		if (e->priority >= 0)
+			(void)priority_apply(e);
 		start_layers(e);
 		send_connected(e);
 		/* the output was finished while connecting: send the rest,
@@ -1383,6 +1421,7 @@ strata_engine_alloc_(struct event_base *base, struct evdns_base *dns,
 	e->conn.base = base;
 	e->conn.dns = dns;
 	e->conn.options = options & ~STRATA_OPT_SERVER;
+	e->priority = -1;
 	return e;
 }
 

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -666,8 +668,135 @@ START_TEST(not_a_stack)
 	ck_assert_int_eq(strata_stats(t, NULL, 0), -1);
 	ck_assert_int_eq(strata_close(t, NULL, NULL, NULL), -1);
 	ck_assert_int_eq(strata_set_timeouts(t, NULL, NULL), -1);
+	ck_assert_int_eq(strata_priority_set(t, 0), -1);
 	bufferevent_free(t);
 	close(fds[1]);
+	event_base_free(base);
+}
+END_TEST
+
+/* ---- priorities: the whole stack moves ---- */
+
+struct prio_rec {
+	char order[8];
+	int n;
+};
+
+struct prio_side {
+	struct prio_rec *rec;
+	char tag;
+	int connected;
+};
+
+static void
+prio_read(struct bufferevent *bev, void *arg)
+{
+	struct prio_side *s = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	evbuffer_drain(in, evbuffer_get_length(in));
+	if (s->rec->n < 7)
+		s->rec->order[s->rec->n++] = s->tag;
+}
+
+static void
+prio_event(struct bufferevent *bev, short what, void *arg)
+{
+	(void)bev;
+	if (what & BEV_EVENT_CONNECTED)
+		((struct prio_side *)arg)->connected = 1;
+}
+
+/*
+ * Two stacks, data for @p a's reader ready before @p b's. Without
+ * priorities libevent reads them in that order; with @p a at 2 and @p b
+ * at 0, b's read callback has to come first.
+ */
+START_TEST(priority_orders_stacks)
+{
+	int swap = _i;
+	struct event_base *base = event_base_new();
+	struct prio_rec rec = {{0}, 0};
+	struct prio_side sa = {&rec, 'a', 0}, sb = {&rec, 'b', 0};
+	struct bufferevent *a, *b;
+	struct strata_error err;
+	int fa[2], fb[2];
+
+	ck_assert_int_eq(event_base_priority_init(base, 3), 0);
+	strata_register_filter(&rec_type, NULL);
+	th_socketpair(fa);
+	th_socketpair(fb);
+	a = strata_push(bufferevent_socket_new(base, fa[0],
+	    BEV_OPT_CLOSE_ON_FREE), "rec", BEV_OPT_CLOSE_ON_FREE, &err);
+	b = strata_push(bufferevent_socket_new(base, fb[0],
+	    BEV_OPT_CLOSE_ON_FREE), "rec", BEV_OPT_CLOSE_ON_FREE, &err);
+	ck_assert_ptr_nonnull(a);
+	ck_assert_ptr_nonnull(b);
+	bufferevent_setcb(a, prio_read, NULL, NULL, &sa);
+	bufferevent_setcb(b, prio_read, NULL, NULL, &sb);
+	bufferevent_enable(a, EV_READ);
+	bufferevent_enable(b, EV_READ);
+	th_run_for(base, 20);
+	if (swap) {
+		ck_assert_int_eq(strata_priority_set(a, 2), 0);
+		ck_assert_int_eq(strata_priority_set(b, 0), 0);
+		ck_assert_int_eq(event_get_priority(
+		    &strata_transport(a)->ev_read), 2);
+		ck_assert_int_eq(event_get_priority(
+		    &strata_transport(b)->ev_read), 0);
+	}
+	ck_assert_int_eq(strata_priority_set(a, 3), -1);
+	ck_assert_int_eq(strata_priority_set(a, -1), -1);
+	ck_assert_int_eq(write(fa[1], "x", 1), 1);
+	ck_assert_int_eq(write(fb[1], "y", 1), 1);
+	event_base_loop(base, EVLOOP_ONCE);
+	th_run_for(base, 20);
+	ck_assert_str_eq(rec.order, swap ? "ba" : "ab");
+	bufferevent_free(a);
+	bufferevent_free(b);
+	close(fa[1]);
+	close(fb[1]);
+	event_base_free(base);
+}
+END_TEST
+
+/* Connecting re-assigns the socket's events (libevent's setfd, the tuned
+ * read path): the priority set before is still there once connected. */
+START_TEST(priority_survives_connect)
+{
+	struct event_base *base = event_base_new();
+	struct prio_rec rec = {{0}, 0};
+	struct prio_side s = {&rec, 'c', 0};
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+	struct strata_error err;
+	struct bufferevent *top;
+	char stack[64];
+	int lfd;
+
+	ck_assert_int_eq(event_base_priority_init(base, 3), 0);
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	ck_assert_int_eq(listen(lfd, 4), 0);
+	ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);
+	snprintf(stack, sizeof(stack), "tcp://localhost:%d",
+	    ntohs(sin.sin_port));
+	top = strata_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE, &err);
+	ck_assert_msg(top != NULL, "%s", err.message);
+	bufferevent_setcb(top, prio_read, NULL, prio_event, &s);
+	bufferevent_enable(top, EV_READ | EV_WRITE);
+	ck_assert_int_eq(strata_priority_set(top, 0), 0);
+	th_run_until(base, &s.connected, 5000, "connected");
+	ck_assert_int_eq(event_get_priority(&strata_transport(top)->ev_read),
+	    0);
+	ck_assert_int_eq(event_get_priority(&strata_transport(top)->ev_write),
+	    0);
+	ck_assert_int_eq(event_get_priority(&top->ev_read), 0);
+	bufferevent_free(top);
+	close(lfd);
 	event_base_free(base);
 }
 END_TEST
@@ -865,6 +994,11 @@ main(void)
 	tcase_add_test(tc, free_without_close_hands_back_transport);
 	tcase_add_test(tc, interposition_detail_of_libevent);
 	tcase_add_test(tc, not_a_stack);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("priority");
+	tcase_add_loop_test(tc, priority_orders_stacks, 0, 2);
+	tcase_add_test(tc, priority_survives_connect);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("push");

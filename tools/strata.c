@@ -46,6 +46,19 @@
 #define RELAY_HIGH (256 * 1024)
 #define RELAY_LOW (64 * 1024)
 #define MAX_WORKERS 256
+/*
+ * Event priorities (every loop has three; libevent's default is the
+ * middle one: listeners, timers, signals). A stack runs at PRIO_HANDSHAKE
+ * until it is connected (its handshakes done), then at PRIO_DATA, and a
+ * loop turn runs at most DISPATCH_MAX callbacks below the first before it
+ * polls again: a new connection's handshake waits for at most that many
+ * bulk callbacks per round trip, not for every busy stream's, and does
+ * not run into --handshake-timeout under load.
+ */
+#define PRIO_HANDSHAKE 0
+#define PRIO_DATA 2
+#define PRIORITIES 3
+#define DISPATCH_MAX 16
 #define DEFAULT_CONNECT_MS 10000
 #define DEFAULT_HANDSHAKE_MS 10000
 /* connect's progress line: refreshed this often (ms) */
@@ -120,6 +133,7 @@ static struct {
     .prep_lock = PTHREAD_MUTEX_INITIALIZER};
 
 static void progress_erase(void);
+static struct event_base *new_base(int stdio);
 
 static void
 set_exit(int code)
@@ -526,6 +540,7 @@ relay_event(struct bufferevent *bev, short what, void *arg)
 	(void)bev;
 	if (what & BEV_EVENT_CONNECTED) {
 		s->connected = 1;
+		(void)strata_priority_set(s->bev, PRIO_DATA);
 		logmsg(2, "#%lu %s connected", s->r->id, s->name);
 		if (s->finish_later) {
 			s->finish_later = 0;
@@ -566,6 +581,7 @@ side_init(struct relay *r, int i, struct bufferevent *bev, const char *name,
 		snprintf(s->peer_addr, sizeof(s->peer_addr), "-");
 	bufferevent_setcb(bev, relay_read, relay_write, relay_event, s);
 	bufferevent_setwatermark(bev, EV_WRITE, RELAY_LOW, 0);
+	(void)strata_priority_set(bev, PRIO_HANDSHAKE); /* not stdio's */
 	if (o.idle_timeout.tv_sec || o.idle_timeout.tv_usec)
 		strata_set_timeouts(bev, &o.idle_timeout, NULL);
 	apply_limits(bev);
@@ -887,7 +903,7 @@ worker_init(struct worker *w, int id, int threaded)
 	if (!threaded) {
 		w->base = base;
 		w->dns = dns;
-	} else if ((w->base = event_base_new()) != NULL) {
+	} else if ((w->base = new_base(0)) != NULL) {
 		w->dns = evdns_base_new(w->base,
 		    EVDNS_BASE_INITIALIZE_NAMESERVERS);
 		w->keep = event_new(w->base, -1, EV_PERSIST, keep_alive, w);
@@ -1688,9 +1704,16 @@ new_base(int stdio)
 			regular = 1;
 	if (cfg && regular)
 		event_config_avoid_method(cfg, "epoll");
+	if (cfg)
+		event_config_set_max_dispatch_interval(cfg, NULL, DISPATCH_MAX,
+		    PRIO_HANDSHAKE + 1);
 	b = cfg ? event_base_new_with_config(cfg) : event_base_new();
 	if (cfg)
 		event_config_free(cfg);
+	if (b && event_base_priority_init(b, PRIORITIES) < 0) {
+		event_base_free(b);
+		b = NULL;
+	}
 	return b;
 }
 

@@ -23,6 +23,11 @@
 # backoff delays their TLS handshakes past handshake-timeout (10 s): those
 # streams fail cleanly (reset or EOF, never wrong data), counted as failed.
 #
+# Meanwhile a probe makes a TLS handshake with proxy B every 2 s and
+# prints how long they took: a new connection's wait while the proxy is
+# busy with everybody's bulk data (the proxy runs handshakes at a higher
+# event priority than data; see tools/strata.c, PRIO_HANDSHAKE).
+#
 # WINDOW bounds the bytes a connection has in flight (sent, not yet back):
 # `strata listen --echo` has no back-pressure of its own (a client reading
 # slower than it writes grows the echo server), so the driver keeps its
@@ -58,9 +63,16 @@ echo "$CONNS connections at once, $BYTES bytes each way each, window $WINDOW, ho
 ov0=$(nstat -az TcpExtListenOverflows 2>/dev/null | awk '/ListenOverflows/ { print $2 }')
 echo "at rest: proxy A $(fds "$PA") fds, RSS $(rss_kb "$PA") KiB; proxy B $(fds "$PB") fds, RSS $(rss_kb "$PB") KiB; echo $(fds "$ECHO") fds, RSS $(rss_kb "$ECHO") KiB"
 rc=0
+# a TLS handshake with proxy B every 2 s while the streams run
+python3 "$LOADGEN" probe --port "$B" --stop "$TMP/probe.stop" \
+	>"$TMP/probe.log" 2>&1 &
+PROBE=$!
 python3 "$LOADGEN" streams --port "$A" --conns "$CONNS" --bytes "$BYTES" \
 	--window "$WINDOW" --hold "$HOLD" --pids "$PA" "$PB" "$ECHO" \
 	--names proxyA proxyB echo --every 10 --warm 0 || rc=$?
+touch "$TMP/probe.stop"
+wait "$PROBE" || true
+cat "$TMP/probe.log"
 sleep 1
 echo "after: proxy A $(fds "$PA") fds, RSS $(rss_kb "$PA") KiB; proxy B $(fds "$PB") fds, RSS $(rss_kb "$PB") KiB; echo $(fds "$ECHO") fds, RSS $(rss_kb "$ECHO") KiB"
 ov1=$(nstat -az TcpExtListenOverflows 2>/dev/null | awk '/ListenOverflows/ { print $2 }')

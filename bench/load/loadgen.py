@@ -412,6 +412,38 @@ def cmd_cycles(args):
     return 0 if not counter["bad"] else 1
 
 
+def cmd_probe(args):
+    """TLS handshakes, one every --every seconds, until --stop exists (or
+    --seconds pass): how long a new connection waits while the proxy is
+    busy with bulk data. Prints each, then the count, median and max."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    took, failed = [], 0
+    t_end = time.monotonic() + args.seconds
+    while time.monotonic() < t_end and not os.path.exists(args.stop):
+        t0 = time.monotonic()
+        try:
+            with socket.create_connection(("127.0.0.1", args.port),
+                                          timeout=args.timeout) as raw:
+                with ctx.wrap_socket(raw) as tls:
+                    tls.do_handshake()
+            took.append(time.monotonic() - t0)
+        except (OSError, ssl.SSLError) as e:
+            failed += 1
+            print(f"probe: handshake failed after "
+                  f"{time.monotonic() - t0:.2f} s: {e}", flush=True)
+        time.sleep(max(0.0, args.every - (time.monotonic() - t0)))
+    took.sort()
+    if took:
+        print(f"TLS handshakes during the run: {len(took)} ok, {failed} "
+              f"failed; median {took[len(took) // 2]:.3f} s, "
+              f"max {took[-1]:.3f} s")
+    else:
+        print(f"TLS handshakes during the run: none ok, {failed} failed")
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -443,12 +475,19 @@ def main():
                    help="sample the RSS of --pids this often (seconds)")
     s.add_argument("--warm", type=float, default=120,
                    help="soak: seconds of warm-up left out of the verdict")
+    h = sub.add_parser("probe")
+    h.add_argument("--port", type=int, required=True)
+    h.add_argument("--every", type=float, default=2)
+    h.add_argument("--seconds", type=float, default=3600)
+    h.add_argument("--timeout", type=float, default=60)
+    h.add_argument("--stop", required=True,
+                   help="the probe ends once this file exists")
     v = sub.add_parser("curve")
     v.add_argument("file")
     v.add_argument("--warm", type=float, default=120)
     args = p.parse_args()
     sys.exit({"cycles": cmd_cycles, "streams": cmd_streams,
-              "curve": cmd_curve}[args.cmd](args))
+              "curve": cmd_curve, "probe": cmd_probe}[args.cmd](args))
 
 
 if __name__ == "__main__":

@@ -99,6 +99,20 @@ STRATA_API int strata_is_stack(struct bufferevent *bev);
 STRATA_API struct bufferevent *strata_transport(struct bufferevent *top);
 
 /**
+ * Set the event priority of a whole stack: the transport's read and write
+ * events (and its deferred callbacks) and the top's. bufferevent_priority_set()
+ * refuses the top, a filter bufferevent. With event_base_priority_init()
+ * and event_config_set_max_dispatch_interval() this lets handshakes run
+ * ahead of bulk data (what `strata proxy` does): give a new stack a high
+ * priority and lower it on BEV_EVENT_CONNECTED.
+ *
+ * @return 0, or -1 if @p top is not a stack, @p priority is out of range,
+ *         or an event was active at that moment (libevent cannot move it;
+ *         the others are set)
+ */
+STRATA_API int strata_priority_set(struct bufferevent *top, int priority);
+
+/**
  * The last error raised on the stack (a plugin error, truncation, a
  * transport error), or NULL if none. The string lives as long as the stack.
  */
