@@ -221,17 +221,24 @@ out_dst(struct strata_engine *e, size_t i)
 	return i ? e->layers[i]->down : e->t_out;
 }
 
+/* @p t_in_len: the transport input's length, when the caller has it */
 static int
-input_held(struct strata_engine *e)
+input_held_from(struct strata_engine *e, size_t t_in_len)
 {
 	size_t i;
 
-	if (evbuffer_get_length(e->t_in))
+	if (t_in_len)
 		return 1;
 	for (i = 0; i + 1 < e->n; i++)
 		if (evbuffer_get_length(e->layers[i]->up))
 			return 1;
 	return 0;
+}
+
+static int
+input_held(struct strata_engine *e)
+{
+	return input_held_from(e, evbuffer_get_length(e->t_in));
 }
 
 static int
@@ -305,11 +312,11 @@ write_cb_update(struct strata_engine *e)
  * callback, also reaches the hook.
  */
 static void
-hooks_update(struct strata_engine *e)
+hooks_update_from(struct strata_engine *e, size_t t_in_len)
 {
 	struct bufferevent *top = e->top;
 
-	if (input_held(e) && !e->eof)
+	if (!e->eof && input_held_from(e, t_in_len))
 		top->timeout_read = hook_now;
 	else
 		evutil_timerclear(&top->timeout_read);
@@ -319,6 +326,12 @@ hooks_update(struct strata_engine *e)
 		top->timeout_write = hook_now;
 	else
 		evutil_timerclear(&top->timeout_write);
+}
+
+static void
+hooks_update(struct strata_engine *e)
+{
+	hooks_update_from(e, evbuffer_get_length(e->t_in));
 }
 
 /* ---- errors ---- */
@@ -564,7 +577,8 @@ run_input_chain(struct strata_engine *e, ev_ssize_t lim,
     enum bufferevent_flush_mode mode, int full)
 {
 	struct evbuffer *top_in = e->top_in;
-	size_t top0 = evbuffer_get_length(top_in);
+	/* the top's input before the pass: only a limit needs it */
+	size_t top0 = lim >= 0 ? evbuffer_get_length(top_in) : 0;
 	int moved = 0, progress, again;
 	size_t i;
 
@@ -783,10 +797,8 @@ fail:;
  * reading off while its input is full, on again once there is room.
  */
 static void
-transport_read_update(struct strata_engine *e)
+transport_read_from(struct strata_engine *e, size_t len)
 {
-	size_t len = evbuffer_get_length(e->t_in);
-
 	if (!e->rd_parked && len >= TRANSPORT_RD_HIGH) {
 		e->rd_parked = 1;
 		bufferevent_disable(e->transport, EV_READ);
@@ -795,6 +807,12 @@ transport_read_update(struct strata_engine *e)
 		e->rd_parked = 0;
 		bufferevent_enable(e->transport, EV_READ);
 	}
+}
+
+static void
+transport_read_update(struct strata_engine *e)
+{
+	transport_read_from(e, evbuffer_get_length(e->t_in));
 }
 
 /* ---- the two bufferevent_filter_cb functions of the top ---- */
@@ -894,14 +912,18 @@ input_pass(struct strata_engine *e, int full)
 {
 	struct bufferevent *top = e->top;
 	struct evbuffer *in = e->top_in;
-	size_t before = evbuffer_get_length(in), low, high;
+	size_t before, high, t_in_len;
 	ev_ssize_t lim = -1;
-
-	int rd = bufferevent_get_enabled(top) & EV_READ;
+	int rd, side;
 
 	if (e->failed || e->eof || (e->closing && !e->handshaking))
 		return;
-	bufferevent_getwatermark(top, EV_READ, &low, &high);
+	/* this runs for every read: the top's fields directly, not through
+	 * bufferevent_get_enabled() and bufferevent_getwatermark(), which
+	 * take the lock the caller holds */
+	rd = top->enabled & EV_READ;
+	high = top->wm_read.high;
+	before = evbuffer_get_length(in);
 	if ((!rd && !e->handshaking) || (rd && high && before >= high)) {
 		transport_read_update(e);
 		hooks_update(e);
@@ -915,12 +937,16 @@ input_pass(struct strata_engine *e, int full)
 		fail_after_data(e, evbuffer_get_length(in) > before);
 		return;
 	}
+	/* run_input() left the transport input's length in t_in_seen; only
+	 * side writes can change it since (a bufferevent_pair answering
+	 * inside the write) */
+	side = e->below_dirty;
 	flush_side_writes(e);
-	transport_read_update(e);
-	hooks_update(e);
+	t_in_len = side ? evbuffer_get_length(e->t_in) : e->t_in_seen;
+	transport_read_from(e, t_in_len);
+	hooks_update_from(e, t_in_len);
 	if (evbuffer_get_length(in) > before)
 		bufferevent_trigger(top, EV_READ, 0);
-	(void)low;
 }
 
 /* Data parked in the engine may move now: call every layer. */
