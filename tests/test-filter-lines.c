@@ -340,6 +340,19 @@ check_input_plan(struct event_base *base, const char *opts, const void *in,
 	if (o.failed) {
 		ck_assert_str_eq(strata_last_error(h.top), want_err);
 		event_base_loop(base, EVLOOP_NONBLOCK);
+	} else if (m.eol == 0) {
+		/* with eol=lf every line delivered ends in the one "\n" it
+		 * holds: the layer's count must match */
+		char st[512], key[64];
+		const unsigned char *w = evbuffer_pullup(want, -1);
+		size_t lf = 0, i;
+
+		for (i = 0; i < evbuffer_get_length(want); i++)
+			lf += w[i] == '\n';
+		snprintf(key, sizeof(key), " lines=%zu", lf);
+		ck_assert_int_gt(strata_stats_format(h.top, st, sizeof(st)), 0);
+		ck_assert_msg(strstr(st, key) != NULL,
+		    "lines(%s) %s: want%s in '%s'", opts, p->name, key, st);
 	}
 	evbuffer_free(o.out);
 	th_held_close(&h);
@@ -657,6 +670,58 @@ START_TEST(in_random_vs_model)
 			evbuffer_free(want);
 		}
 	}
+	free(p);
+	event_base_free(base);
+}
+END_TEST
+
+/*
+ * Longer inputs (12 KiB of lines of 0 to 150 bytes) with a max from 20 to
+ * the default: extents that hold many whole lines, so eol=lf takes its
+ * batch path (one memrchr, a vector count) as well as the line-by-line
+ * one, and both must agree with the model, line counts included.
+ */
+START_TEST(in_long_vs_model)
+{
+	static const unsigned maxes[] = {20, 100, 1000, 65536};
+	static const char alpha[] = "abcdefghijklmnopqrstuvwxyz \r\t";
+	struct event_base *base = event_base_new();
+	struct plan *p = malloc(sizeof(*p));
+	size_t cap = 12 * 1024, n, i, line;
+	unsigned char *in = malloc(cap);
+	char opts[128], err[ERRLEN];
+	int c, k;
+
+	for (c = 0; c < 8; c++) {
+		struct evbuffer *want = evbuffer_new();
+		struct mopts m;
+
+		snprintf(opts, sizeof(opts), "eol=%s,max=%u,overflow=%s,"
+		    "tail=deliver", c % 4 == 3 ? "any" : "lf",
+		    maxes[c % 4], rnd() % 2 ? "truncate" : "error");
+		mopts_parse(&m, opts);
+		for (n = 0; n < cap;) {
+			line = rnd() % 151;
+			for (i = 0; i < line && n < cap; i++)
+				in[n++] = rnd() % 97 ? (unsigned char)alpha[
+				    rnd() % (sizeof(alpha) - 1)] : 0;
+			if (n < cap)
+				in[n++] = '\n';
+		}
+		model_input(&m, in, n, 0, want, err);
+		for (i = 0; i < STRATA_ARRAY_LEN(chunk_sizes); i++) {
+			plan_chunks(p, n, chunk_sizes[i]);
+			check_input_plan(base, opts, in, n, p, BEV_NORMAL,
+			    want, err);
+		}
+		for (k = 0; k < 2; k++) {
+			plan_random(p, n, rnd);
+			check_input_plan(base, opts, in, n, p, BEV_NORMAL,
+			    want, err);
+		}
+		evbuffer_free(want);
+	}
+	free(in);
 	free(p);
 	event_base_free(base);
 }
@@ -1880,6 +1945,7 @@ main(void)
 	tcase_add_test(tc, in_tail_policy);
 	tcase_add_test(tc, in_default_max);
 	tcase_add_test(tc, in_random_vs_model);
+	tcase_add_test(tc, in_long_vs_model);
 	tcase_add_test(tc, in_trickle_linear);
 	suite_add_tcase(s, tc);
 
