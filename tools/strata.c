@@ -1356,7 +1356,9 @@ echo_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct echo *e = arg;
 
-	if (what & BEV_EVENT_EOF)
+	if (what & BEV_EVENT_CONNECTED)
+		(void)strata_priority_set(bev, PRIO_DATA);
+	else if (what & BEV_EVENT_EOF)
 		strata_close(bev, NULL, echo_closed, e);
 	else if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
 		logmsg(0, "echo: %s", strata_last_error(bev)
@@ -1381,6 +1383,7 @@ listen_echo(struct worker *w, struct bufferevent *top)
 	conn_add(w, &e->conn, echo_kill);
 	bufferevent_setcb(top, echo_read, echo_write, echo_event, e);
 	bufferevent_setwatermark(top, EV_WRITE, RELAY_LOW, 0);
+	(void)strata_priority_set(top, PRIO_HANDSHAKE);
 	if (o.idle_timeout.tv_sec || o.idle_timeout.tv_usec)
 		strata_set_timeouts(top, &o.idle_timeout, NULL);
 	apply_limits(top);
