@@ -48,19 +48,38 @@ tool(void)
 	return t;
 }
 
+/* 127.0.0.1:@p port. */
+static struct sockaddr_in
+loopback(int port)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sa.sin_port = htons((unsigned short)port);
+	return sa;
+}
+
+/* A TCP socket bound to a free port on 127.0.0.1; the port in *port. */
+static int
+bound_socket(int *port)
+{
+	struct sockaddr_in sa = loopback(0);
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	getsockname(fd, (struct sockaddr *)&sa, &len);
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
 /* A free TCP port on 127.0.0.1 (bound and released). */
 static int
 free_port(void)
 {
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+	int port;
 
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	getsockname(fd, (struct sockaddr *)&sa, &len);
-	port = ntohs(sa.sin_port);
-	close(fd);
+	close(bound_socket(&port));
 	return port;
 }
 
@@ -91,18 +110,33 @@ child_started(pid_t pid)
 		children[nchildren++] = pid;
 }
 
-/* Start the tool in the background with stdio to /dev/null. */
+/* The tool in the background with NULL-terminated arguments; stdout to
+ * @p out and stderr to @p log (files, or /dev/null when NULL). */
 static pid_t
-spawn(char *const argv[])
+tool_bg(const char *out, const char *log, ...)
 {
-	pid_t pid = fork();
+	char *argv[32];
+	va_list ap;
+	int n = 0;
+	pid_t pid;
 
+	argv[n++] = (char *)tool();
+	va_start(ap, log);
+	while (n < 31 && (argv[n] = va_arg(ap, char *)) != NULL)
+		n++;
+	va_end(ap);
+	argv[n] = NULL;
+	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		int null = open("/dev/null", O_RDWR);
+		int o = out ? open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644)
+			    : null;
+		int e = log ? open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644)
+			    : null;
 		dup2(null, 0);
-		dup2(null, 1);
-		dup2(null, 2);
+		dup2(o, 1);
+		dup2(e, 2);
 		execv(argv[0], argv);
 		_exit(127);
 	}
@@ -114,11 +148,9 @@ spawn(char *const argv[])
 static void
 wait_listening(int port)
 {
-	struct sockaddr_in sa = {.sin_family = AF_INET};
+	struct sockaddr_in sa = loopback(port);
 	int i;
 
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	sa.sin_port = htons((unsigned short)port);
 	for (i = 0; i < 300; i++) {
 		int fd = socket(AF_INET, SOCK_STREAM, 0), r;
 		r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
@@ -200,17 +232,11 @@ START_TEST(listen_echo_and_connect_file)
 {
 	int port = free_port();
 	char stack[128], cmd[1024];
-	char *argv[6];
 	pid_t pid;
 
 	make_file("in.txt", 2 << 20);
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", port);
-	argv[0] = (char *)tool();
-	argv[1] = "listen";
-	argv[2] = stack;
-	argv[3] = "--echo";
-	argv[4] = NULL;
-	pid = spawn(argv);
+	pid = tool_bg(NULL, NULL, "listen", stack, "--echo", NULL);
 	wait_listening(port);
 	snprintf(cmd, sizeof(cmd),
 	    "%s connect \"%s\" < %s/in.txt > %s/out.txt && "
@@ -225,26 +251,15 @@ START_TEST(proxy_relays_both_ways_with_half_close)
 {
 	int p1 = free_port(), p2;
 	char s1[128], s2[128], s3[128], cmd[1024];
-	char *argv1[5], *argv2[6];
 	pid_t echo, proxy;
 
 	make_file("big.txt", 8 << 20);
 	snprintf(s1, sizeof(s1), "tcp://127.0.0.1:%d", p1);
-	argv1[0] = (char *)tool();
-	argv1[1] = "listen";
-	argv1[2] = s1;
-	argv1[3] = "--echo";
-	argv1[4] = NULL;
-	echo = spawn(argv1);
+	echo = tool_bg(NULL, NULL, "listen", s1, "--echo", NULL);
 	wait_listening(p1);
 	p2 = free_port();
 	snprintf(s2, sizeof(s2), "tcp://127.0.0.1:%d", p2);
-	argv2[0] = (char *)tool();
-	argv2[1] = "proxy";
-	argv2[2] = s2;
-	argv2[3] = s1;
-	argv2[4] = NULL;
-	proxy = spawn(argv2);
+	proxy = tool_bg(NULL, NULL, "proxy", s2, s1, NULL);
 	wait_listening(p2);
 	/* stdin ends first; the echo still flows back in full afterwards */
 	snprintf(s3, sizeof(s3), "tcp://127.0.0.1:%d | lines", p2);
@@ -300,16 +315,10 @@ START_TEST(port_in_use_exit_code)
 {
 	int port = free_port();
 	char stack[128], cmd[512];
-	char *argv[5];
 	pid_t pid;
 
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", port);
-	argv[0] = (char *)tool();
-	argv[1] = "listen";
-	argv[2] = stack;
-	argv[3] = "--echo";
-	argv[4] = NULL;
-	pid = spawn(argv);
+	pid = tool_bg(NULL, NULL, "listen", stack, "--echo", NULL);
 	wait_listening(port);
 	snprintf(cmd, sizeof(cmd),
 	    "%s listen %s --echo 2>%s/err2.txt; test $? = 3 && "
@@ -324,17 +333,11 @@ START_TEST(listen_exec_serves_a_command)
 {
 	int port = free_port();
 	char stack[128], cmd[1024];
-	char *argv[6];
 	pid_t pid;
 
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", port);
-	argv[0] = (char *)tool();
-	argv[1] = "listen";
-	argv[2] = stack;
-	argv[3] = "--exec";
-	argv[4] = "tr a-z A-Z";
-	argv[5] = NULL;
-	pid = spawn(argv);
+	pid = tool_bg(NULL, NULL, "listen", stack, "--exec", "tr a-z A-Z",
+	    NULL);
 	wait_listening(port);
 	snprintf(cmd, sizeof(cmd),
 	    "printf \"hello\\nworld\\n\" | %s connect \"%s\" | "
@@ -357,11 +360,9 @@ now_s(void)
 static int
 tcp_connect_port(int port)
 {
-	struct sockaddr_in sa = {.sin_family = AF_INET};
+	struct sockaddr_in sa = loopback(port);
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	sa.sin_port = htons((unsigned short)port);
 	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	return fd;
 }
@@ -376,35 +377,36 @@ read_wait(int fd, char *buf, size_t len, int ms)
 	return read(fd, buf, len);
 }
 
+/* A client that was served: the byte @p c it sent came back. */
+static int
+echoed_client(int port, const char *c)
+{
+	int fd = tcp_connect_port(port);
+	char buf[16];
+
+	ck_assert_int_eq(write(fd, c, 1), 1);
+	ck_assert_int_eq(read_wait(fd, buf, sizeof(buf), 2000), 1);
+	return fd;
+}
+
 START_TEST(max_conns_refuses_the_extra_one)
 {
 	int port = free_port(), a, b, c;
 	char stack[64], buf[16];
-	char *argv[7];
 	pid_t pid;
 
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", port);
-	argv[0] = (char *)tool();
-	argv[1] = "listen";
-	argv[2] = stack;
-	argv[3] = "--echo";
-	argv[4] = "--max-conns";
-	argv[5] = "1";
-	argv[6] = NULL;
-	pid = spawn(argv);
+	pid = tool_bg(NULL, NULL, "listen", stack, "--echo", "--max-conns",
+	    "1", NULL);
 	wait_listening(port); /* that probe came and went */
 	usleep(100000);
-	a = tcp_connect_port(port);
-	ck_assert_int_eq(write(a, "x", 1), 1);
-	ck_assert_int_eq(read_wait(a, buf, sizeof(buf), 2000), 1);
+	a = echoed_client(port, "x");
 	b = tcp_connect_port(port);
 	ck_assert_int_eq(read_wait(b, buf, sizeof(buf), 2000), 0); /* refused */
 	close(b);
 	close(a);
 	usleep(200000);
-	c = tcp_connect_port(port);
-	ck_assert_int_eq(write(c, "y", 1), 1);
-	ck_assert_int_eq(read_wait(c, buf, sizeof(buf), 2000), 1);
+	c = echoed_client(port, "y");
 	close(c);
 	stop(pid);
 }
@@ -414,20 +416,13 @@ START_TEST(rate_limit_within_20_percent)
 {
 	int port = free_port();
 	char stack[64], cmd[1024];
-	char *argv[7];
 	double t0, t;
 	pid_t pid;
 
 	make_file("rate.txt", 1 << 20); /* about 0.8 MiB of text */
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", port);
-	argv[0] = (char *)tool();
-	argv[1] = "listen";
-	argv[2] = stack;
-	argv[3] = "--echo";
-	argv[4] = "--rate";
-	argv[5] = "400K";
-	argv[6] = NULL;
-	pid = spawn(argv);
+	pid = tool_bg(NULL, NULL, "listen", stack, "--echo", "--rate", "400K",
+	    NULL);
 	wait_listening(port);
 	snprintf(cmd, sizeof(cmd), "%s connect %s < %s/rate.txt | cmp - %s/rate.txt",
 	    tool(), stack, tmpdir, tmpdir);
@@ -445,29 +440,16 @@ START_TEST(sigterm_drains_a_transfer_in_flight)
 {
 	int p1 = free_port(), p2, st;
 	char s1[64], s2[64], cmd[1024];
-	char *argv1[5], *argv2[8];
 	pid_t echo, proxy;
 
 	make_file("drain.txt", 1 << 20);
 	snprintf(s1, sizeof(s1), "tcp://127.0.0.1:%d", p1);
-	argv1[0] = (char *)tool();
-	argv1[1] = "listen";
-	argv1[2] = s1;
-	argv1[3] = "--echo";
-	argv1[4] = NULL;
-	echo = spawn(argv1);
+	echo = tool_bg(NULL, NULL, "listen", s1, "--echo", NULL);
 	wait_listening(p1);
 	p2 = free_port();
 	snprintf(s2, sizeof(s2), "tcp://127.0.0.1:%d", p2);
-	argv2[0] = (char *)tool();
-	argv2[1] = "proxy";
-	argv2[2] = "--rate";
-	argv2[3] = "1M";
-	argv2[4] = "--workers=2";
-	argv2[5] = s2;
-	argv2[6] = s1;
-	argv2[7] = NULL;
-	proxy = spawn(argv2);
+	proxy = tool_bg(NULL, NULL, "proxy", "--rate", "1M", "--workers=2",
+	    s2, s1, NULL);
 	wait_listening(p2);
 	snprintf(cmd, sizeof(cmd),
 	    "(sleep 0.3; kill -TERM %d) & %s connect %s < %s/drain.txt | "
@@ -530,40 +512,6 @@ tpath(const char *name)
 	return p;
 }
 
-/* The tool in the background with NULL-terminated arguments; stdout to
- * @p out and stderr to @p log (files, or /dev/null when NULL). */
-static pid_t
-tool_bg(const char *out, const char *log, ...)
-{
-	char *argv[32];
-	va_list ap;
-	int n = 0;
-	pid_t pid;
-
-	argv[n++] = (char *)tool();
-	va_start(ap, log);
-	while (n < 31 && (argv[n] = va_arg(ap, char *)) != NULL)
-		n++;
-	va_end(ap);
-	argv[n] = NULL;
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		int null = open("/dev/null", O_RDWR);
-		int o = out ? open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644)
-			    : null;
-		int e = log ? open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644)
-			    : null;
-		dup2(null, 0);
-		dup2(o, 1);
-		dup2(e, 2);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	child_started(pid);
-	return pid;
-}
-
 /* SIGTERM, and the exit status (-1 if it did not exit by itself). */
 static int
 stop_status(pid_t pid)
@@ -616,11 +564,9 @@ make_cert(const char *name, const char *cn)
 static int
 raw_connect_nb(int port)
 {
-	struct sockaddr_in sa = {.sin_family = AF_INET};
+	struct sockaddr_in sa = loopback(port);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
 
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	sa.sin_port = htons((unsigned short)port);
 	connect(fd, (struct sockaddr *)&sa, sizeof(sa));
 	return fd;
 }
@@ -629,15 +575,9 @@ raw_connect_nb(int port)
 static int
 silent_listener(int backlog, int *port)
 {
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int fd = bound_socket(port);
 
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	ck_assert_int_eq(listen(fd, backlog), 0);
-	getsockname(fd, (struct sockaddr *)&sa, &len);
-	*port = ntohs(sa.sin_port);
 	return fd;
 }
 
@@ -847,21 +787,15 @@ START_TEST(max_conns_across_workers)
 	wait_listening(port);
 	usleep(100000);
 	/* round-robin: a and b on two workers, the count is one for all */
-	a = tcp_connect_port(port);
-	ck_assert_int_eq(write(a, "a", 1), 1);
-	ck_assert_int_eq(read_wait(a, buf, sizeof(buf), 2000), 1);
-	b = tcp_connect_port(port);
-	ck_assert_int_eq(write(b, "b", 1), 1);
-	ck_assert_int_eq(read_wait(b, buf, sizeof(buf), 2000), 1);
+	a = echoed_client(port, "a");
+	b = echoed_client(port, "b");
 	c = tcp_connect_port(port);
 	ck_assert_int_eq(read_wait(c, buf, sizeof(buf), 2000), 0);
 	ck_assert(wait_text(tpath("mc.txt"), "--max-conns reached", 2000));
 	close(c);
 	close(a);
 	usleep(200000);
-	d = tcp_connect_port(port);
-	ck_assert_int_eq(write(d, "d", 1), 1);
-	ck_assert_int_eq(read_wait(d, buf, sizeof(buf), 2000), 1);
+	d = echoed_client(port, "d");
 	close(d);
 	close(b);
 	ck_assert_int_eq(stop_status(pid), 0);
