@@ -85,6 +85,28 @@ th_count_fds(void)
 
 /* ---- test filters ---- */
 
+enum bufferevent_filter_result
+th_move(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim)
+{
+	size_t n = evbuffer_get_length(src);
+
+	if (lim >= 0 && (size_t)lim < n)
+		n = (size_t)lim;
+	if (!n)
+		return BEV_NEED_MORE;
+	evbuffer_remove_buffer(src, dst, n);
+	return BEV_OK;
+}
+
+enum bufferevent_filter_result
+th_pass_fn(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
+    enum bufferevent_flush_mode mode, void *ctx)
+{
+	(void)mode;
+	(void)ctx;
+	return th_move(src, dst, lim);
+}
+
 static enum bufferevent_filter_result
 rot13_fn(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
     enum bufferevent_flush_mode mode, void *ctx)
@@ -129,7 +151,6 @@ guard_fn(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
     enum bufferevent_flush_mode mode, void *ctx)
 {
 	struct evbuffer_ptr p = evbuffer_search(src, "!", 1, NULL);
-	size_t n = evbuffer_get_length(src);
 
 	(void)mode;
 	if (p.pos >= 0) {
@@ -137,12 +158,7 @@ guard_fn(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
 		    "found a '!' at byte %zd", p.pos);
 		return BEV_ERROR;
 	}
-	if (lim >= 0 && (size_t)lim < n)
-		n = (size_t)lim;
-	if (!n)
-		return BEV_NEED_MORE;
-	evbuffer_remove_buffer(src, dst, n);
-	return BEV_OK;
+	return th_move(src, dst, lim);
 }
 
 static enum bufferevent_filter_result
@@ -154,22 +170,6 @@ spin_fn(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
 	(void)lim;
 	(void)mode;
 	(void)ctx;
-	return BEV_OK;
-}
-
-static enum bufferevent_filter_result
-pass_fn(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
-    enum bufferevent_flush_mode mode, void *ctx)
-{
-	size_t n = evbuffer_get_length(src);
-
-	(void)mode;
-	(void)ctx;
-	if (lim >= 0 && (size_t)lim < n)
-		n = (size_t)lim;
-	if (!n)
-		return BEV_NEED_MORE;
-	evbuffer_remove_buffer(src, dst, n);
 	return BEV_OK;
 }
 
@@ -187,7 +187,7 @@ static const struct strata_filter_type spin_type = {
 };
 static const struct strata_filter_type pass_type = {
 	.name = "pass", .summary = "test: pass-through",
-	.input = pass_fn, .output = pass_fn,
+	.input = th_pass_fn, .output = th_pass_fn,
 };
 
 void

@@ -36,6 +36,17 @@ size_t th_scaled(size_t n, size_t small);
 /* Count open file descriptors of this process. */
 int th_count_fds(void);
 
+/* Move up to @p lim bytes (all of them when @p lim is negative) from
+ * @p src to @p dst, as a pass-through filter does: BEV_NEED_MORE when
+ * there was nothing to move, else BEV_OK. */
+enum bufferevent_filter_result th_move(struct evbuffer *src,
+    struct evbuffer *dst, ev_ssize_t lim);
+
+/* A filter function that passes its data on unchanged (th_move()). */
+enum bufferevent_filter_result th_pass_fn(struct evbuffer *src,
+    struct evbuffer *dst, ev_ssize_t lim, enum bufferevent_flush_mode mode,
+    void *ctx);
+
 /* Register the test filters once: "rot13" (both sides), "guard" (fails on
  * '!'), "spin" (returns BEV_OK without progress), "hold" (delivers input one
  * byte per call). */

@@ -83,16 +83,10 @@ rec_input(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
     enum bufferevent_flush_mode mode, void *ctx)
 {
 	struct rec *r = ctx;
-	size_t n = evbuffer_get_length(src);
 
 	if (mode == BEV_FINISHED)
 		log_call(r->id, "in-fin");
-	if (lim >= 0 && (size_t)lim < n)
-		n = (size_t)lim;
-	if (!n)
-		return BEV_NEED_MORE;
-	evbuffer_remove_buffer(src, dst, n);
-	return BEV_OK;
+	return th_move(src, dst, lim);
 }
 
 static enum bufferevent_filter_result
@@ -100,16 +94,10 @@ rec_output(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
     enum bufferevent_flush_mode mode, void *ctx)
 {
 	struct rec *r = ctx;
-	size_t n = evbuffer_get_length(src);
 
 	if (mode == BEV_FINISHED)
 		log_call(r->id, "out-fin");
-	if (lim >= 0 && (size_t)lim < n)
-		n = (size_t)lim;
-	if (!n)
-		return BEV_NEED_MORE;
-	evbuffer_remove_buffer(src, dst, n);
-	return BEV_OK;
+	return th_move(src, dst, lim);
 }
 
 static const struct strata_option_doc rec_opts[] = {
