@@ -124,6 +124,21 @@ th_tcp_connect(int port)
 	return fd;
 }
 
+int
+th_tcp_listen(int backlog, int *port)
+{
+	struct sockaddr_in a = th_loopback(0);
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(listen(fd, backlog), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	*port = ntohs(a.sin_port);
+	return fd;
+}
+
 /* ---- one end of a connection ---- */
 
 static void

@@ -64,6 +64,11 @@ int th_free_port(void);
 /* A blocking connect to 127.0.0.1:@p port; aborts the test on failure. */
 int th_tcp_connect(int port);
 
+/* A blocking listening socket on a free port of 127.0.0.1 with
+ * @p backlog, its port in *port: for tests that play the server, or that
+ * want one that never accepts. */
+int th_tcp_listen(int backlog, int *port);
+
 /* ---- one end of a connection: records events, may echo ---- */
 
 struct th_peer {

@@ -48,41 +48,6 @@ tool(void)
 	return t;
 }
 
-/* 127.0.0.1:@p port. */
-static struct sockaddr_in
-loopback(int port)
-{
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	sa.sin_port = htons((unsigned short)port);
-	return sa;
-}
-
-/* A TCP socket bound to a free port on 127.0.0.1; the port in *port. */
-static int
-bound_socket(int *port)
-{
-	struct sockaddr_in sa = loopback(0);
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	getsockname(fd, (struct sockaddr *)&sa, &len);
-	*port = ntohs(sa.sin_port);
-	return fd;
-}
-
-/* A free TCP port on 127.0.0.1 (bound and released). */
-static int
-free_port(void)
-{
-	int port;
-
-	close(bound_socket(&port));
-	return port;
-}
-
 /* Children a test started: killed when the test's process exits, also
  * after a failed assertion (Check's forked test then exits), so a failed
  * test leaves no server behind. */
@@ -148,7 +113,7 @@ tool_bg(const char *out, const char *log, ...)
 static void
 wait_listening(int port)
 {
-	struct sockaddr_in sa = loopback(port);
+	struct sockaddr_in sa = th_loopback(port);
 	int i;
 
 	for (i = 0; i < 300; i++) {
@@ -230,7 +195,7 @@ END_TEST
 
 START_TEST(listen_echo_and_connect_file)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char stack[128], cmd[1024];
 	pid_t pid;
 
@@ -249,7 +214,7 @@ END_TEST
 
 START_TEST(proxy_relays_both_ways_with_half_close)
 {
-	int p1 = free_port(), p2;
+	int p1 = th_free_port(), p2;
 	char s1[128], s2[128], s3[128], cmd[1024];
 	pid_t echo, proxy;
 
@@ -257,7 +222,7 @@ START_TEST(proxy_relays_both_ways_with_half_close)
 	snprintf(s1, sizeof(s1), "tcp://127.0.0.1:%d", p1);
 	echo = tool_bg(NULL, NULL, "listen", s1, "--echo", NULL);
 	wait_listening(p1);
-	p2 = free_port();
+	p2 = th_free_port();
 	snprintf(s2, sizeof(s2), "tcp://127.0.0.1:%d", p2);
 	proxy = tool_bg(NULL, NULL, "proxy", s2, s1, NULL);
 	wait_listening(p2);
@@ -299,7 +264,7 @@ END_TEST
 
 START_TEST(refused_connection_exit_code)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char cmd[512];
 
 	snprintf(cmd, sizeof(cmd),
@@ -313,7 +278,7 @@ END_TEST
 
 START_TEST(port_in_use_exit_code)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char stack[128], cmd[512];
 	pid_t pid;
 
@@ -331,7 +296,7 @@ END_TEST
 
 START_TEST(listen_exec_serves_a_command)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char stack[128], cmd[1024];
 	pid_t pid;
 
@@ -357,16 +322,6 @@ now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int
-tcp_connect_port(int port)
-{
-	struct sockaddr_in sa = loopback(port);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	return fd;
-}
-
 /* Read with a deadline: bytes read, 0 on EOF, -1 on timeout. */
 static ssize_t
 read_wait(int fd, char *buf, size_t len, int ms)
@@ -381,7 +336,7 @@ read_wait(int fd, char *buf, size_t len, int ms)
 static int
 echoed_client(int port, const char *c)
 {
-	int fd = tcp_connect_port(port);
+	int fd = th_tcp_connect(port);
 	char buf[16];
 
 	ck_assert_int_eq(write(fd, c, 1), 1);
@@ -391,7 +346,7 @@ echoed_client(int port, const char *c)
 
 START_TEST(max_conns_refuses_the_extra_one)
 {
-	int port = free_port(), a, b, c;
+	int port = th_free_port(), a, b, c;
 	char stack[64], buf[16];
 	pid_t pid;
 
@@ -401,7 +356,7 @@ START_TEST(max_conns_refuses_the_extra_one)
 	wait_listening(port); /* that probe came and went */
 	usleep(100000);
 	a = echoed_client(port, "x");
-	b = tcp_connect_port(port);
+	b = th_tcp_connect(port);
 	ck_assert_int_eq(read_wait(b, buf, sizeof(buf), 2000), 0); /* refused */
 	close(b);
 	close(a);
@@ -414,7 +369,7 @@ END_TEST
 
 START_TEST(rate_limit_within_20_percent)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char stack[64], cmd[1024];
 	double t0, t;
 	pid_t pid;
@@ -438,7 +393,7 @@ END_TEST
 
 START_TEST(sigterm_drains_a_transfer_in_flight)
 {
-	int p1 = free_port(), p2, st;
+	int p1 = th_free_port(), p2, st;
 	char s1[64], s2[64], cmd[1024];
 	pid_t echo, proxy;
 
@@ -446,7 +401,7 @@ START_TEST(sigterm_drains_a_transfer_in_flight)
 	snprintf(s1, sizeof(s1), "tcp://127.0.0.1:%d", p1);
 	echo = tool_bg(NULL, NULL, "listen", s1, "--echo", NULL);
 	wait_listening(p1);
-	p2 = free_port();
+	p2 = th_free_port();
 	snprintf(s2, sizeof(s2), "tcp://127.0.0.1:%d", p2);
 	proxy = tool_bg(NULL, NULL, "proxy", "--rate", "1M", "--workers=2",
 	    s2, s1, NULL);
@@ -463,7 +418,7 @@ END_TEST
 
 START_TEST(json_log_line_per_connection)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char cmd[2048];
 
 	snprintf(cmd, sizeof(cmd),
@@ -564,20 +519,10 @@ make_cert(const char *name, const char *cn)
 static int
 raw_connect_nb(int port)
 {
-	struct sockaddr_in sa = loopback(port);
+	struct sockaddr_in sa = th_loopback(port);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
 
 	connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-	return fd;
-}
-
-/* A listening socket on 127.0.0.1 that never accepts; its port. */
-static int
-silent_listener(int backlog, int *port)
-{
-	int fd = bound_socket(port);
-
-	ck_assert_int_eq(listen(fd, backlog), 0);
 	return fd;
 }
 
@@ -607,7 +552,7 @@ START_TEST(connect_timeout_on_a_blackhole)
 {
 	/* backlog 0, one connection queued: the kernel drops further SYNs,
 	 * as a blackholed address would */
-	int port, lfd = silent_listener(0, &port), fill[3], i;
+	int port, lfd = th_tcp_listen(0, &port), fill[3], i;
 	char cmd[1024];
 	double t;
 
@@ -639,7 +584,7 @@ END_TEST
 
 START_TEST(handshake_timeout_both_roles)
 {
-	int port, lfd = silent_listener(16, &port), p2 = free_port(), fd;
+	int port, lfd = th_tcp_listen(16, &port), p2 = th_free_port(), fd;
 	char cmd[1024], stack[128], buf[8];
 	double t, t0;
 	pid_t pid;
@@ -668,7 +613,7 @@ START_TEST(handshake_timeout_both_roles)
 	pid = tool_bg(NULL, tpath("hs3.txt"), "listen", "--handshake-timeout",
 	    "0.3", stack, "--echo", NULL);
 	wait_listening(p2);
-	fd = tcp_connect_port(p2);
+	fd = th_tcp_connect(p2);
 	t0 = now_s();
 	ck_assert_int_eq(read_wait(fd, buf, sizeof(buf), 3000), 0);
 	t = now_s() - t0;
@@ -682,7 +627,7 @@ END_TEST
 
 START_TEST(tls_verification_failure_exit_code)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char stack[512], cmd[2048];
 	pid_t pid;
 
@@ -722,7 +667,7 @@ END_TEST
 
 START_TEST(workers_spread_connections)
 {
-	int port = free_port(), i;
+	int port = th_free_port(), i;
 	char stack[64], cmd[2048];
 	pid_t pid;
 
@@ -748,7 +693,7 @@ END_TEST
 
 START_TEST(rate_total_across_workers)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char stack[64], cmd[4096], f[512];
 	double t, want;
 	pid_t pid;
@@ -777,7 +722,7 @@ END_TEST
 
 START_TEST(max_conns_across_workers)
 {
-	int port = free_port(), a, b, c, d;
+	int port = th_free_port(), a, b, c, d;
 	char stack[64], buf[16];
 	pid_t pid;
 
@@ -789,7 +734,7 @@ START_TEST(max_conns_across_workers)
 	/* round-robin: a and b on two workers, the count is one for all */
 	a = echoed_client(port, "a");
 	b = echoed_client(port, "b");
-	c = tcp_connect_port(port);
+	c = th_tcp_connect(port);
 	ck_assert_int_eq(read_wait(c, buf, sizeof(buf), 2000), 0);
 	ck_assert(wait_text(tpath("mc.txt"), "--max-conns reached", 2000));
 	close(c);
@@ -808,7 +753,7 @@ END_TEST
  * another (openssl s_client -sess_out, then -sess_in). */
 START_TEST(tls_sessions_resume_across_workers)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char stack[512], cmd[1024];
 	pid_t pid;
 
@@ -842,7 +787,7 @@ tlsc_open(struct tlsc *c, int port)
 {
 	struct timeval tv = {5, 0};
 
-	c->fd = tcp_connect_port(port);
+	c->fd = th_tcp_connect(port);
 	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	c->ctx = SSL_CTX_new(TLS_client_method());
 	ck_assert_ptr_nonnull(c->ctx);
@@ -906,7 +851,7 @@ copy_file(const char *from, const char *to)
 
 START_TEST(sighup_reloads_certificates)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char stack[512];
 	struct tlsc c1, c2, c3;
 	FILE *f;
@@ -960,7 +905,7 @@ END_TEST
 
 START_TEST(connect_progress_line_on_a_terminal)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char stack[128], cmd[2048], *data = tpath("rnd.txt");
 	pid_t pid;
 
@@ -1061,7 +1006,7 @@ fast_writer(int port, unsigned long long total)
 {
 	static char buf[256 << 10];
 	unsigned long long sent = 0;
-	int fd = tcp_connect_port(port);
+	int fd = th_tcp_connect(port);
 	ssize_t n;
 
 	memset(buf, 'x', sizeof(buf));
@@ -1084,7 +1029,7 @@ START_TEST(relay_memory_stays_bounded_under_a_slow_reader)
 	 * times that): about 16 s. Under ASan, whose allocator makes RSS
 	 * meaningless, a quarter of it and no bound. */
 	unsigned long long total = UNDER_ASAN ? 256ull << 20 : 1ull << 30;
-	int lport, pport = free_port(), lfd = silent_listener(16, &lport), st;
+	int lport, pport = th_free_port(), lfd = th_tcp_listen(16, &lport), st;
 	char target[64], listen_s[64];
 	pid_t proxy, reader, writer, done;
 	long peak = 0, kib, samples = 0;
@@ -1136,7 +1081,7 @@ END_TEST
  * at once with status 1, saying so, and free what was running. */
 START_TEST(drain_timeout_and_second_signal)
 {
-	int pe = free_port(), pp, i, st;
+	int pe = th_free_port(), pp, i, st;
 	char echo_s[64], lstack[64], log[32], want[64];
 	pid_t echo, proxy, writer;
 	double t0;
@@ -1145,7 +1090,7 @@ START_TEST(drain_timeout_and_second_signal)
 	echo = tool_bg(NULL, NULL, "listen", echo_s, "--echo", NULL);
 	wait_listening(pe);
 	for (i = 0; i < 2; i++) {
-		pp = free_port();
+		pp = th_free_port();
 		snprintf(lstack, sizeof(lstack), "tcp://127.0.0.1:%d", pp);
 		snprintf(log, sizeof(log), "cut%d.txt", i);
 		proxy = tool_bg(NULL, tpath(log), "proxy", "--workers", "2",
@@ -1181,7 +1126,7 @@ END_TEST
 
 START_TEST(curl_through_a_tls_terminating_proxy)
 {
-	int hport = free_port(), pport = free_port();
+	int hport = th_free_port(), pport = th_free_port();
 	char cmd[2048], lstack[512], target[64], port_s[16];
 	pid_t http, proxy;
 
@@ -1220,7 +1165,7 @@ END_TEST
 
 START_TEST(openssl_s_client_against_listen_echo)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char stack[512], cmd[1024];
 	pid_t pid;
 
@@ -1240,7 +1185,7 @@ END_TEST
 
 START_TEST(file_through_connect_into_listen_exec_sha256)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char lstack[512], cmd[2048];
 	pid_t pid;
 
@@ -1264,7 +1209,7 @@ START_TEST(tunnel_both_ways)
 {
 	/* client -> near proxy (plain to tcp|tls|zlib) -> far proxy (and
 	 * back to plain) -> echo: the file goes out and comes back whole */
-	int pe = free_port(), pf, pn;
+	int pe = th_free_port(), pf, pn;
 	char echo_s[64], far_l[512], far_t[64], near_l[64], near_t[512];
 	char cmd[2048];
 	pid_t echo, far, near;
@@ -1273,13 +1218,13 @@ START_TEST(tunnel_both_ways)
 	snprintf(echo_s, sizeof(echo_s), "tcp://127.0.0.1:%d", pe);
 	echo = tool_bg(NULL, NULL, "listen", echo_s, "--echo", NULL);
 	wait_listening(pe);
-	pf = free_port();
+	pf = th_free_port();
 	snprintf(far_l, sizeof(far_l), "tcp://127.0.0.1:%d | tls(cert=%s, "
 	    "key=%s) | zlib", pf, tpath("a.pem"), tpath("a.key"));
 	snprintf(far_t, sizeof(far_t), "tcp://127.0.0.1:%d", pe);
 	far = tool_bg(NULL, NULL, "proxy", far_l, far_t, NULL);
 	wait_listening(pf);
-	pn = free_port();
+	pn = th_free_port();
 	snprintf(near_l, sizeof(near_l), "tcp://127.0.0.1:%d", pn);
 	snprintf(near_t, sizeof(near_t), "tcp://localhost:%d | tls(ca=%s) | "
 	    "zlib", pf, tpath("a.pem"));
@@ -1350,7 +1295,7 @@ END_TEST
 
 START_TEST(refused_target_proxy_keeps_serving)
 {
-	int dead = free_port(), port = free_port(), fd, i;
+	int dead = th_free_port(), port = th_free_port(), fd, i;
 	char lstack[64], target[64], buf[16], want[128];
 	pid_t pid;
 
@@ -1360,7 +1305,7 @@ START_TEST(refused_target_proxy_keeps_serving)
 	    NULL);
 	wait_listening(port);
 	for (i = 0; i < 3; i++) {
-		fd = tcp_connect_port(port);
+		fd = th_tcp_connect(port);
 		ck_assert_int_eq(write(fd, "x", 1), 1);
 		ck_assert_int_le(read_wait(fd, buf, sizeof(buf), 3000), 0);
 		close(fd);

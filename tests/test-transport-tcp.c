@@ -883,30 +883,24 @@ START_TEST(connect_timeout)
 	 * fills its queue, the kernel drops further SYNs and a connect
 	 * hangs until strata's timer fires. */
 	struct event_base *base = event_base_new();
-	struct sockaddr_in a;
-	socklen_t len = sizeof(a);
 	struct timeval start;
 	struct th_peer *c;
 	char stack[128];
-	int lfd = socket(AF_INET, SOCK_STREAM, 0), fill[3], i;
+	int port, lfd = th_tcp_listen(0, &port), fill[3], i;
 	long waited;
 
-	a = th_loopback(0);
-	ck_assert_int_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-	ck_assert_int_eq(listen(lfd, 0), 0);
-	ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&a, &len), 0);
 	for (i = 0; i < 3; i++)
-		fill[i] = raw_connect(ntohs(a.sin_port));
+		fill[i] = raw_connect(port);
 	usleep(50000);
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d(timeout=200ms)",
-	    ntohs(a.sin_port));
+	    port);
 	gettimeofday(&start, NULL);
 	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 	expect_connect_error(base, c, "timed out", 3000);
 	waited = ms_since(&start);
 	ck_assert_msg(waited >= 150 && waited < 2000, "failed after %ld ms",
 	    waited);
-	snprintf(stack, sizeof(stack), "127.0.0.1:%d", ntohs(a.sin_port));
+	snprintf(stack, sizeof(stack), "127.0.0.1:%d", port);
 	ck_assert_msg(strstr(strata_last_error(c->top), stack) != NULL,
 	    "'%s' does not name the address", strata_last_error(c->top));
 	th_run_for(base, 20);
