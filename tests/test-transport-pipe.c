@@ -81,6 +81,26 @@ wait_exit_status(struct event_base *base, struct bufferevent *top, int ms)
 	return strata_exit_status(top);
 }
 
+/* The exec child exits with status 0 (within 2 s). */
+static void
+expect_exit_0(struct event_base *base, struct th_peer *p)
+{
+	int status = wait_exit_status(base, p->top, 2000);
+
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	    "status 0x%x", status);
+}
+
+/* End cat's input: it ends its output, without an error, and exits 0. */
+static void
+end_cat(struct event_base *base, struct th_peer *p)
+{
+	finish_output(p);
+	th_run_until(base, &p->eof, 3000, "EOF from cat");
+	ck_assert_int_eq(p->errors, 0);
+	expect_exit_0(base, p);
+}
+
 /* ---- pipe:R,W ---- */
 
 /* Two stacks joined by two pipes: each reads what the other writes. */
@@ -446,7 +466,6 @@ START_TEST(exec_cat_lines)
 {
 	struct event_base *base = event_base_new();
 	struct th_peer *p = th_peer_connect(base, NULL, "exec:cat | lines", 0);
-	int status;
 
 	bufferevent_write(p->top, "queued\n", 7); /* before the loop */
 	p->want = 7;
@@ -455,12 +474,7 @@ START_TEST(exec_cat_lines)
 	evbuffer_drain(p->got, 7);
 	ask(base, p, "one\ntwo\n", "one\ntwo\n");
 	ck_assert_int_eq(strata_exit_status(p->top), -1); /* cat waits */
-	finish_output(p);
-	th_run_until(base, &p->eof, 3000, "EOF from cat");
-	ck_assert_int_eq(p->errors, 0);
-	status = wait_exit_status(base, p->top, 2000);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-	    "status 0x%x", status);
+	end_cat(base, p);
 	th_peer_free(p);
 	event_base_free(base);
 }
@@ -484,18 +498,12 @@ START_TEST(exec_cat_frames)
 {
 	struct event_base *base = event_base_new();
 	struct th_peer *p;
-	int status;
 
 	ck_assert_int_eq(frames_register(NULL), 0);
 	p = th_peer_connect(base, NULL, "exec:cat | frames",
 	    BEV_OPT_CLOSE_ON_FREE);
 	exchange_frames(base, p);
-	finish_output(p);
-	th_run_until(base, &p->eof, 3000, "EOF from cat");
-	ck_assert_int_eq(p->errors, 0);
-	status = wait_exit_status(base, p->top, 2000);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-	    "status 0x%x", status);
+	end_cat(base, p);
 	th_peer_free(p);
 	event_base_free(base);
 }
@@ -505,7 +513,6 @@ START_TEST(exec_tr_writes_at_eof)
 {
 	struct event_base *base = event_base_new();
 	struct th_peer *p = th_peer_connect(base, NULL, "exec:tr a-z A-Z", 0);
-	int status;
 
 	bufferevent_write(p->top, "hello strata\n", 13);
 	bufferevent_write(p->top, "half-close\n", 11);
@@ -515,9 +522,7 @@ START_TEST(exec_tr_writes_at_eof)
 	ck_assert_msg(th_got_equals(p, "HELLO STRATA\nHALF-CLOSE\n"),
 	    "got '%s'", th_got_text(p));
 	ck_assert_uint_eq(p->got_at_eof, 24); /* all data before EOF */
-	status = wait_exit_status(base, p->top, 2000);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-	    "status 0x%x", status);
+	expect_exit_0(base, p);
 	th_peer_free(p);
 	event_base_free(base);
 }

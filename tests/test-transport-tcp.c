@@ -813,33 +813,36 @@ END_TEST
 
 /* ---- socket options ---- */
 
-START_TEST(nodelay_default_and_off)
+/* Connect a client with the tcp options @p copts to a listener with
+ * @p lopts ("(k=v)" or ""): the socket option @p level/@p name is set
+ * (nonzero) on both ends when @p on, off on both when not. */
+static void
+sockopt_both_ends(struct event_base *base, const char *lopts,
+    const char *copts, int level, int name, int on)
 {
-	struct event_base *base = event_base_new();
 	struct th_server s;
 	struct th_peer *c, *sp;
 	char stack[128];
 
-	th_srv_setup(&s, base, "tcp://127.0.0.1:0", 1);
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", s.port);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:0%s", lopts);
+	th_srv_setup(&s, base, stack, 1);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d%s", s.port, copts);
 	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 	th_run_until(base, &c->connected, 2000, "CONNECTED");
 	sp = th_srv_wait_peer(&s);
-	ck_assert_int_ne(sockopt_int(c->top, IPPROTO_TCP, TCP_NODELAY), 0);
-	ck_assert_int_ne(sockopt_int(sp->top, IPPROTO_TCP, TCP_NODELAY), 0);
+	ck_assert_int_eq(sockopt_int(c->top, level, name) != 0, on);
+	ck_assert_int_eq(sockopt_int(sp->top, level, name) != 0, on);
 	th_peer_free(c);
 	th_srv_teardown(&s);
+}
 
-	th_srv_setup(&s, base, "tcp://127.0.0.1:0(nodelay=no)", 1);
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d(nodelay=no)",
-	    s.port);
-	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
-	th_run_until(base, &c->connected, 2000, "CONNECTED");
-	sp = th_srv_wait_peer(&s);
-	ck_assert_int_eq(sockopt_int(c->top, IPPROTO_TCP, TCP_NODELAY), 0);
-	ck_assert_int_eq(sockopt_int(sp->top, IPPROTO_TCP, TCP_NODELAY), 0);
-	th_peer_free(c);
-	th_srv_teardown(&s);
+START_TEST(nodelay_default_and_off)
+{
+	struct event_base *base = event_base_new();
+
+	sockopt_both_ends(base, "", "", IPPROTO_TCP, TCP_NODELAY, 1);
+	sockopt_both_ends(base, "(nodelay=no)", "(nodelay=no)", IPPROTO_TCP,
+	    TCP_NODELAY, 0);
 	event_base_free(base);
 }
 END_TEST
@@ -847,30 +850,10 @@ END_TEST
 START_TEST(keepalive_default_and_off)
 {
 	struct event_base *base = event_base_new();
-	struct th_server s;
-	struct th_peer *c, *sp;
-	char stack[128];
 
-	th_srv_setup(&s, base, "tcp://127.0.0.1:0", 1);
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", s.port);
-	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
-	th_run_until(base, &c->connected, 2000, "CONNECTED");
-	sp = th_srv_wait_peer(&s);
-	ck_assert_int_ne(sockopt_int(c->top, SOL_SOCKET, SO_KEEPALIVE), 0);
-	ck_assert_int_ne(sockopt_int(sp->top, SOL_SOCKET, SO_KEEPALIVE), 0);
-	th_peer_free(c);
-	th_srv_teardown(&s);
-
-	th_srv_setup(&s, base, "tcp://127.0.0.1:0(keepalive=no)", 1);
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d(keepalive=off)",
-	    s.port);
-	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
-	th_run_until(base, &c->connected, 2000, "CONNECTED");
-	sp = th_srv_wait_peer(&s);
-	ck_assert_int_eq(sockopt_int(c->top, SOL_SOCKET, SO_KEEPALIVE), 0);
-	ck_assert_int_eq(sockopt_int(sp->top, SOL_SOCKET, SO_KEEPALIVE), 0);
-	th_peer_free(c);
-	th_srv_teardown(&s);
+	sockopt_both_ends(base, "", "", SOL_SOCKET, SO_KEEPALIVE, 1);
+	sockopt_both_ends(base, "(keepalive=no)", "(keepalive=off)",
+	    SOL_SOCKET, SO_KEEPALIVE, 0);
 	event_base_free(base);
 }
 END_TEST

@@ -790,6 +790,17 @@ START_TEST(user_transport_errors)
 }
 END_TEST
 
+/* A test case whose tests each get a fresh directory (dir). */
+static TCase *
+dir_case(const char *name)
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_add_unchecked_fixture(tc, case_setup, case_teardown);
+	tcase_add_checked_fixture(tc, dir_setup, dir_teardown);
+	return tc;
+}
+
 int
 main(void)
 {
@@ -798,18 +809,14 @@ main(void)
 	SRunner *sr;
 	int failed;
 
-	tc = tcase_create("connect");
-	tcase_add_unchecked_fixture(tc, case_setup, case_teardown);
-	tcase_add_checked_fixture(tc, dir_setup, dir_teardown);
+	tc = dir_case("connect");
 	tcase_add_test(tc, path_lines_connected_both_sides);
 	tcase_add_test(tc, path_frames);
 	tcase_add_test(tc, abstract_name);
 	tcase_add_test(tc, peer_address_and_credentials);
 	suite_add_tcase(s, tc);
 
-	tc = tcase_create("socket-file");
-	tcase_add_unchecked_fixture(tc, case_setup, case_teardown);
-	tcase_add_checked_fixture(tc, dir_setup, dir_teardown);
+	tc = dir_case("socket-file");
 	tcase_add_test(tc, stale_socket_is_replaced);
 	tcase_add_test(tc, regular_file_is_refused);
 	tcase_add_test(tc, live_listener_is_refused);
@@ -818,18 +825,14 @@ main(void)
 	tcase_add_test(tc, listener_keeps_a_replaced_file);
 	suite_add_tcase(s, tc);
 
-	tc = tcase_create("errors");
-	tcase_add_unchecked_fixture(tc, case_setup, case_teardown);
-	tcase_add_checked_fixture(tc, dir_setup, dir_teardown);
+	tc = dir_case("errors");
 	tcase_add_test(tc, empty_path);
 	tcase_add_test(tc, path_too_long);
 	tcase_add_test(tc, missing_directory);
 	tcase_add_test(tc, connect_refused_at_once);
 	suite_add_tcase(s, tc);
 
-	tc = tcase_create("fds");
-	tcase_add_unchecked_fixture(tc, case_setup, case_teardown);
-	tcase_add_checked_fixture(tc, dir_setup, dir_teardown);
+	tc = dir_case("fds");
 	tcase_add_test(tc, connected_fd_closed_without_close_on_free);
 	tcase_add_test(tc, accepted_fd_closed_without_close_on_free);
 	tcase_add_test(tc, many_connections_no_fd_growth);
