@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "frames.h"
+#include "frames-helpers.h"
 #include "helpers.h"
 
 /* Send @p text and wait until @p reply came back whole. */
@@ -38,26 +39,10 @@ static void
 exchange_frames(struct event_base *base, struct th_peer *c)
 {
 	static unsigned char big[300000];
-	struct evbuffer *payload = evbuffer_new();
+	const struct th_frame f[] = {{"four", 4}, {"", 0}, {big, sizeof(big)}};
 
 	th_pattern(big, sizeof(big), 11);
-	c->want = 3 * FRAMES_HEADER + 4 + 0 + sizeof(big);
-	ck_assert_int_eq(frames_write(c->top, "four", 4), 0);
-	ck_assert_int_eq(frames_write(c->top, "", 0), 0);
-	ck_assert_int_eq(frames_write(c->top, big, sizeof(big)), 0);
-	th_run_until(base, &c->enough, 3000, "the echoed frames");
-	ck_assert_uint_eq(evbuffer_get_length(c->got), c->want);
-	ck_assert_int_eq(frames_read(c->got, payload), 1);
-	ck_assert_uint_eq(evbuffer_get_length(payload), 4);
-	ck_assert(!memcmp(evbuffer_pullup(payload, -1), "four", 4));
-	evbuffer_drain(payload, 4);
-	ck_assert_int_eq(frames_read(c->got, payload), 1);
-	ck_assert_uint_eq(evbuffer_get_length(payload), 0);
-	ck_assert_int_eq(frames_read(c->got, payload), 1);
-	ck_assert_uint_eq(evbuffer_get_length(payload), sizeof(big));
-	ck_assert(!memcmp(evbuffer_pullup(payload, -1), big, sizeof(big)));
-	evbuffer_free(payload);
-	c->enough = 0;
+	th_frames_echo(base, c, f, 3);
 }
 
 /* Half-close: the output ends (the read side goes on). */

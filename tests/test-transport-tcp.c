@@ -26,6 +26,7 @@
 #include <event2/dns_struct.h>
 
 #include "frames.h"
+#include "frames-helpers.h"
 #include "helpers.h"
 
 /* ---- small tools ---- */
@@ -128,27 +129,10 @@ static void
 exchange_frames(struct event_base *base, struct th_peer *c)
 {
 	static unsigned char big[100000];
-	struct evbuffer *payload = evbuffer_new();
+	const struct th_frame f[] = {{"one", 3}, {NULL, 0}, {big, sizeof(big)}};
 
 	th_pattern(big, sizeof(big), 7);
-	c->want = 3 * FRAMES_HEADER + 3 + 0 + sizeof(big);
-	ck_assert_int_eq(frames_write(c->top, "one", 3), 0);
-	ck_assert_int_eq(frames_write(c->top, NULL, 0), 0);
-	ck_assert_int_eq(frames_write(c->top, big, sizeof(big)), 0);
-	th_run_until(base, &c->enough, 3000, "the echoed frames");
-	ck_assert_uint_eq(evbuffer_get_length(c->got), c->want);
-	ck_assert_int_eq(frames_read(c->got, payload), 1);
-	ck_assert_uint_eq(evbuffer_get_length(payload), 3);
-	ck_assert(!memcmp(evbuffer_pullup(payload, -1), "one", 3));
-	evbuffer_drain(payload, 3);
-	ck_assert_int_eq(frames_read(c->got, payload), 1);
-	ck_assert_uint_eq(evbuffer_get_length(payload), 0);
-	ck_assert_int_eq(frames_read(c->got, payload), 1);
-	ck_assert_uint_eq(evbuffer_get_length(payload), sizeof(big));
-	ck_assert(!memcmp(evbuffer_pullup(payload, -1), big, sizeof(big)));
-	ck_assert_int_eq(frames_read(c->got, payload), 0);
-	evbuffer_free(payload);
-	c->enough = 0;
+	th_frames_echo(base, c, f, 3);
 }
 
 /* ---- loopback connections ---- */

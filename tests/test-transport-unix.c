@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "frames.h"
+#include "frames-helpers.h"
 #include "helpers.h"
 
 /* ---- a private directory for socket files ---- */
@@ -125,24 +126,10 @@ static void
 exchange_frames(struct event_base *base, struct th_peer *c)
 {
 	static unsigned char big[70000];
-	struct evbuffer *payload = evbuffer_new();
+	const struct th_frame f[] = {{"hello", 5}, {big, sizeof(big)}};
 
 	th_pattern(big, sizeof(big), 3);
-	c->want = 2 * FRAMES_HEADER + 5 + sizeof(big);
-	ck_assert_int_eq(frames_write(c->top, "hello", 5), 0);
-	ck_assert_int_eq(frames_write(c->top, big, sizeof(big)), 0);
-	th_run_until(base, &c->enough, 3000, "the echoed frames");
-	ck_assert_uint_eq(evbuffer_get_length(c->got), c->want);
-	ck_assert_int_eq(frames_read(c->got, payload), 1);
-	ck_assert_uint_eq(evbuffer_get_length(payload), 5);
-	ck_assert(!memcmp(evbuffer_pullup(payload, -1), "hello", 5));
-	evbuffer_drain(payload, 5);
-	ck_assert_int_eq(frames_read(c->got, payload), 1);
-	ck_assert_uint_eq(evbuffer_get_length(payload), sizeof(big));
-	ck_assert(!memcmp(evbuffer_pullup(payload, -1), big, sizeof(big)));
-	ck_assert_int_eq(frames_read(c->got, payload), 0);
-	evbuffer_free(payload);
-	c->enough = 0;
+	th_frames_echo(base, c, f, 2);
 }
 
 /* ---- paths and abstract names ---- */
