@@ -178,6 +178,46 @@ make_file(const char *name, size_t bytes)
 	fclose(f);
 }
 
+/* A path in the test's directory (eight rotating buffers). */
+static char *
+tpath(const char *name)
+{
+	static char buf[8][512];
+	static int i;
+	char *p = buf[i++ % 8];
+
+	snprintf(p, 512, "%s/%s", tmpdir, name);
+	return p;
+}
+
+/* `listen --echo` on a free port of 127.0.0.1, serving; its stack
+ * ("tcp://127.0.0.1:PORT") in @p stack. */
+static pid_t
+echo_server(char *stack, size_t len)
+{
+	int port = th_free_port();
+	pid_t pid;
+
+	snprintf(stack, len, "tcp://127.0.0.1:%d", port);
+	pid = tool_bg(NULL, NULL, "listen", stack, "--echo", NULL);
+	wait_listening(port);
+	return pid;
+}
+
+/* A TLS server's stack on 127.0.0.1:@p port with tmpdir/@p name.pem and
+ * .key, and @p above ("" or " | filter ...") on top. */
+static void
+tls_stack(char *stack, size_t len, int port, const char *name,
+    const char *above)
+{
+	char pem[64], key[64];
+
+	snprintf(pem, sizeof(pem), "%s.pem", name);
+	snprintf(key, sizeof(key), "%s.key", name);
+	snprintf(stack, len, "tcp://127.0.0.1:%d | tls(cert=%s, key=%s)%s",
+	    port, tpath(pem), tpath(key), above);
+}
+
 START_TEST(plugins_lists_the_registry)
 {
 	char cmd[512];
@@ -214,14 +254,12 @@ END_TEST
 
 START_TEST(proxy_relays_both_ways_with_half_close)
 {
-	int p1 = th_free_port(), p2;
+	int p2;
 	char s1[128], s2[128], s3[128], cmd[1024];
 	pid_t echo, proxy;
 
 	make_file("big.txt", 8 << 20);
-	snprintf(s1, sizeof(s1), "tcp://127.0.0.1:%d", p1);
-	echo = tool_bg(NULL, NULL, "listen", s1, "--echo", NULL);
-	wait_listening(p1);
+	echo = echo_server(s1, sizeof(s1));
 	p2 = th_free_port();
 	snprintf(s2, sizeof(s2), "tcp://127.0.0.1:%d", p2);
 	proxy = tool_bg(NULL, NULL, "proxy", s2, s1, NULL);
@@ -393,14 +431,12 @@ END_TEST
 
 START_TEST(sigterm_drains_a_transfer_in_flight)
 {
-	int p1 = th_free_port(), p2, st;
+	int p2, st;
 	char s1[64], s2[64], cmd[1024];
 	pid_t echo, proxy;
 
 	make_file("drain.txt", 1 << 20);
-	snprintf(s1, sizeof(s1), "tcp://127.0.0.1:%d", p1);
-	echo = tool_bg(NULL, NULL, "listen", s1, "--echo", NULL);
-	wait_listening(p1);
+	echo = echo_server(s1, sizeof(s1));
 	p2 = th_free_port();
 	snprintf(s2, sizeof(s2), "tcp://127.0.0.1:%d", p2);
 	proxy = tool_bg(NULL, NULL, "proxy", "--rate", "1M", "--workers=2",
@@ -454,18 +490,6 @@ START_TEST(demo_moves_a_text_through_tls_and_zlib)
 END_TEST
 
 /* ---- helpers for the tests below ---- */
-
-/* A path in the test's directory (eight rotating buffers). */
-static char *
-tpath(const char *name)
-{
-	static char buf[8][512];
-	static int i;
-	char *p = buf[i++ % 8];
-
-	snprintf(p, 512, "%s/%s", tmpdir, name);
-	return p;
-}
 
 /* SIGTERM, and the exit status (-1 if it did not exit by itself). */
 static int
@@ -631,8 +655,7 @@ START_TEST(tls_verification_failure_exit_code)
 	char stack[512], cmd[2048];
 	pid_t pid;
 
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | tls(cert=%s, "
-	    "key=%s)", port, tpath("a.pem"), tpath("a.key"));
+	tls_stack(stack, sizeof(stack), port, "a", "");
 	pid = tool_bg(NULL, NULL, "listen", stack, "--echo", NULL);
 	wait_listening(port);
 	/* self-signed, no CA given: the system store does not know it */
@@ -757,8 +780,7 @@ START_TEST(tls_sessions_resume_across_workers)
 	char stack[512], cmd[1024];
 	pid_t pid;
 
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | tls(cert=%s, "
-	    "key=%s)", port, tpath("a.pem"), tpath("a.key"));
+	tls_stack(stack, sizeof(stack), port, "a", "");
 	pid = tool_bg(NULL, tpath("res.txt"), "listen", "--workers", "2", stack,
 	    "--echo", NULL);
 	wait_listening(port);
@@ -859,8 +881,7 @@ START_TEST(sighup_reloads_certificates)
 
 	copy_file(tpath("a.pem"), tpath("cur.pem"));
 	copy_file(tpath("a.key"), tpath("cur.key"));
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | tls(cert=%s, "
-	    "key=%s)", port, tpath("cur.pem"), tpath("cur.key"));
+	tls_stack(stack, sizeof(stack), port, "cur", "");
 	pid = tool_bg(NULL, tpath("hup.txt"), "listen", "--workers", "2",
 	    stack, "--echo", NULL);
 	wait_listening(port);
@@ -1081,14 +1102,12 @@ END_TEST
  * at once with status 1, saying so, and free what was running. */
 START_TEST(drain_timeout_and_second_signal)
 {
-	int pe = th_free_port(), pp, i, st;
+	int pp, i, st;
 	char echo_s[64], lstack[64], log[32], want[64];
 	pid_t echo, proxy, writer;
 	double t0;
 
-	snprintf(echo_s, sizeof(echo_s), "tcp://127.0.0.1:%d", pe);
-	echo = tool_bg(NULL, NULL, "listen", echo_s, "--echo", NULL);
-	wait_listening(pe);
+	echo = echo_server(echo_s, sizeof(echo_s));
 	for (i = 0; i < 2; i++) {
 		pp = th_free_port();
 		snprintf(lstack, sizeof(lstack), "tcp://127.0.0.1:%d", pp);
@@ -1146,8 +1165,7 @@ START_TEST(curl_through_a_tls_terminating_proxy)
 	}
 	child_started(http);
 	wait_listening(hport);
-	snprintf(lstack, sizeof(lstack), "tcp://127.0.0.1:%d | tls(cert=%s, "
-	    "key=%s)", pport, tpath("a.pem"), tpath("a.key"));
+	tls_stack(lstack, sizeof(lstack), pport, "a", "");
 	snprintf(target, sizeof(target), "tcp://127.0.0.1:%d", hport);
 	proxy = tool_bg(NULL, NULL, "proxy", lstack, target, NULL);
 	wait_listening(pport);
@@ -1169,8 +1187,7 @@ START_TEST(openssl_s_client_against_listen_echo)
 	char stack[512], cmd[1024];
 	pid_t pid;
 
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | tls(cert=%s, "
-	    "key=%s) | lines", port, tpath("a.pem"), tpath("a.key"));
+	tls_stack(stack, sizeof(stack), port, "a", " | lines");
 	pid = tool_bg(NULL, NULL, "listen", stack, "--echo", NULL);
 	wait_listening(port);
 	snprintf(cmd, sizeof(cmd),
@@ -1190,8 +1207,7 @@ START_TEST(file_through_connect_into_listen_exec_sha256)
 	pid_t pid;
 
 	make_file("sum.txt", 8 << 20);
-	snprintf(lstack, sizeof(lstack), "tcp://127.0.0.1:%d | tls(cert=%s, "
-	    "key=%s) | zlib", port, tpath("a.pem"), tpath("a.key"));
+	tls_stack(lstack, sizeof(lstack), port, "a", " | zlib");
 	pid = tool_bg(NULL, NULL, "listen", lstack, "--exec", "sha256sum",
 	    NULL);
 	wait_listening(port);
@@ -1209,20 +1225,16 @@ START_TEST(tunnel_both_ways)
 {
 	/* client -> near proxy (plain to tcp|tls|zlib) -> far proxy (and
 	 * back to plain) -> echo: the file goes out and comes back whole */
-	int pe = th_free_port(), pf, pn;
-	char echo_s[64], far_l[512], far_t[64], near_l[64], near_t[512];
+	int pf, pn;
+	char echo_s[64], far_l[512], near_l[64], near_t[512];
 	char cmd[2048];
 	pid_t echo, far, near;
 
 	make_file("tunnel.txt", 8 << 20);
-	snprintf(echo_s, sizeof(echo_s), "tcp://127.0.0.1:%d", pe);
-	echo = tool_bg(NULL, NULL, "listen", echo_s, "--echo", NULL);
-	wait_listening(pe);
+	echo = echo_server(echo_s, sizeof(echo_s));
 	pf = th_free_port();
-	snprintf(far_l, sizeof(far_l), "tcp://127.0.0.1:%d | tls(cert=%s, "
-	    "key=%s) | zlib", pf, tpath("a.pem"), tpath("a.key"));
-	snprintf(far_t, sizeof(far_t), "tcp://127.0.0.1:%d", pe);
-	far = tool_bg(NULL, NULL, "proxy", far_l, far_t, NULL);
+	tls_stack(far_l, sizeof(far_l), pf, "a", " | zlib");
+	far = tool_bg(NULL, NULL, "proxy", far_l, echo_s, NULL);
 	wait_listening(pf);
 	pn = th_free_port();
 	snprintf(near_l, sizeof(near_l), "tcp://127.0.0.1:%d", pn);
