@@ -234,6 +234,15 @@ th_got_text(struct th_peer *p)
 	return buf;
 }
 
+void
+th_on_closed(int delivered, void *arg)
+{
+	struct th_close_res *r = arg;
+
+	r->done = 1;
+	r->delivered = delivered;
+}
+
 /* ---- a listener whose accepted stacks get peers ---- */
 
 void

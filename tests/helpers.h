@@ -48,6 +48,14 @@ enum bufferevent_filter_result th_pass_fn(struct evbuffer *src,
     struct evbuffer *dst, ev_ssize_t lim, enum bufferevent_flush_mode mode,
     void *ctx);
 
+/* A strata_close() callback and what it saw: th_on_closed() with a
+ * struct th_close_res as arg sets done and records delivered. */
+struct th_close_res {
+	int done;
+	int delivered;
+};
+void th_on_closed(int delivered, void *arg);
+
 /* Register the test filters once: "rot13" (both sides), "guard" (fails on
  * '!'), "spin" (returns BEV_OK without progress), "hold" (delivers input one
  * byte per call). */

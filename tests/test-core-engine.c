@@ -842,24 +842,10 @@ END_TEST
 
 /* ---- strata_close ---- */
 
-struct close_res {
-	int done;
-	int delivered;
-};
-
-static void
-on_closed(int delivered, void *arg)
-{
-	struct close_res *c = arg;
-
-	c->done = 1;
-	c->delivered = delivered;
-}
-
 START_TEST(close_graceful_delivers_everything)
 {
 	struct fx f;
-	struct close_res c = {0, -1};
+	struct th_close_res c = {0, -1};
 	static unsigned char chunk[65536], buf[65536];
 	size_t total = 4u << 20, got = 0, i;
 	int saw_eof = 0;
@@ -868,7 +854,7 @@ START_TEST(close_graceful_delivers_everything)
 	fx_setup(&f, "rec | rot13", BEV_OPT_CLOSE_ON_FREE);
 	for (i = 0; i < total; i += sizeof(chunk))
 		bufferevent_write(f.top, chunk, sizeof(chunk));
-	ck_assert_int_eq(strata_close(f.top, NULL, on_closed, &c), 0);
+	ck_assert_int_eq(strata_close(f.top, NULL, th_on_closed, &c), 0);
 	f.top = NULL;
 	while (!saw_eof) {
 		ssize_t r = read(f.peer, buf, sizeof(buf));
@@ -893,7 +879,7 @@ END_TEST
 START_TEST(close_linger_expires)
 {
 	struct fx f;
-	struct close_res c = {0, -1};
+	struct th_close_res c = {0, -1};
 	static unsigned char chunk[65536];
 	struct timeval linger = {0, 200000};
 	size_t i;
@@ -901,7 +887,7 @@ START_TEST(close_linger_expires)
 	fx_setup(&f, "rec", BEV_OPT_CLOSE_ON_FREE);
 	for (i = 0; i < (8u << 20); i += sizeof(chunk))
 		bufferevent_write(f.top, chunk, sizeof(chunk));
-	ck_assert_int_eq(strata_close(f.top, &linger, on_closed, &c), 0);
+	ck_assert_int_eq(strata_close(f.top, &linger, th_on_closed, &c), 0);
 	f.top = NULL;
 	th_run_until(f.base, &c.done, 2000, "close callback");
 	ck_assert_int_eq(c.delivered, 0);

@@ -966,23 +966,10 @@ END_TEST
 
 /* ---- the end of the stream ---- */
 
-struct close_res {
-	int done, delivered;
-};
-
-static void
-on_closed(int delivered, void *arg)
-{
-	struct close_res *r = arg;
-
-	r->done = 1;
-	r->delivered = delivered;
-}
-
 START_TEST(close_notify_both_ways)
 {
 	struct event_base *base = event_base_new();
-	struct close_res r = {0, -1};
+	struct th_close_res r = {0, -1};
 	struct server s;
 	struct peer *c, *sp;
 	char opts[256];
@@ -994,7 +981,7 @@ START_TEST(close_notify_both_ways)
 	bufferevent_write(c->top, "last words\n", 11);
 	/* (strata_close during the handshake: see the README's tls notes) */
 	th_run_until(base, &c->connected, 3000, "CONNECTED");
-	ck_assert_int_eq(strata_close(c->top, NULL, on_closed, &r), 0);
+	ck_assert_int_eq(strata_close(c->top, NULL, th_on_closed, &r), 0);
 	c->top = NULL;
 	sp = srv_wait_peer(&s, 0);
 	th_run_until(base, &sp->eof, 3000, "EOF on the server");
@@ -2472,7 +2459,7 @@ static const char py_unwrap[] =
 START_TEST(close_notify_is_eof_before_fin)
 {
 	struct event_base *base = event_base_new();
-	struct close_res r = {0, -1};
+	struct th_close_res r = {0, -1};
 	struct server s;
 	struct child cl;
 	struct peer *p;
@@ -2490,7 +2477,7 @@ START_TEST(close_notify_is_eof_before_fin)
 	th_run_until(base, &p->eof, 2000, "EOF at the peer's close_notify");
 	ck_assert_int_eq(p->errors, 0);
 	ck_has(describe(p, 1), "close_notify=received");
-	ck_assert_int_eq(strata_close(p->top, NULL, on_closed, &r), 0);
+	ck_assert_int_eq(strata_close(p->top, NULL, th_on_closed, &r), 0);
 	p->top = NULL;
 	child_expect(base, &cl, "UNWRAPPED after 0.", 2000);
 	child_wait(base, &cl, &r.done, 5000, "the close to complete");
@@ -2504,7 +2491,7 @@ END_TEST
 START_TEST(python_server)
 {
 	struct event_base *base = event_base_new();
-	struct close_res r = {0, -1};
+	struct th_close_res r = {0, -1};
 	struct child srv;
 	struct peer *c;
 	char opts[512];
@@ -2536,7 +2523,7 @@ START_TEST(python_server)
 	ck_has(describe(c, 1), "alpn=http/1.1");
 	/* Python's unwrap() sends close_notify and waits for the client's:
 	 * strata_close() sends it, then waits for Python's FIN */
-	ck_assert_int_eq(strata_close(c->top, NULL, on_closed, &r), 0);
+	ck_assert_int_eq(strata_close(c->top, NULL, th_on_closed, &r), 0);
 	c->top = NULL;
 	child_wait(base, &srv, &r.done, 3000, "the close to complete");
 	ck_assert_int_eq(r.delivered, 1);

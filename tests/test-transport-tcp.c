@@ -125,6 +125,20 @@ exchange_lines(struct event_base *base, struct th_peer *c)
 	c->enough = 0;
 }
 
+/* A client on @p fmt (a stack with a %d for @p port) to an echoing
+ * lines server: its lines come back. */
+static void
+lines_echoed(struct event_base *base, const char *fmt, int port)
+{
+	struct th_peer *c;
+	char stack[128];
+
+	snprintf(stack, sizeof(stack), fmt, port);
+	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
+	exchange_lines(base, c);
+	th_peer_free(c);
+}
+
 static void
 exchange_frames(struct event_base *base, struct th_peer *c)
 {
@@ -262,11 +276,8 @@ START_TEST(ipv4_frames)
 	th_srv_teardown(&s);
 	th_srv_setup(&s, base,
 	    "tcp://127.0.0.1:0 | frames(mode=stream) | lines", 1);
-	snprintf(stack, sizeof(stack),
-	    "tcp://127.0.0.1:%d | frames(mode=stream) | lines", s.port);
-	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
-	exchange_lines(base, c);
-	th_peer_free(c);
+	lines_echoed(base, "tcp://127.0.0.1:%d | frames(mode=stream) | lines",
+	    s.port);
 	th_srv_teardown(&s);
 	event_base_free(base);
 }
@@ -675,17 +686,12 @@ START_TEST(listen_any_empty_host)
 	/* "tcp://:0": every address; IPv4 loopback reaches it */
 	struct event_base *base = event_base_new();
 	struct th_server s;
-	struct th_peer *c;
-	char stack[128];
 
 	th_srv_setup(&s, base, "tcp://:0 | lines", 1);
 	ck_assert_int_gt(s.port, 0);
 	ck_assert_msg(!strncmp(s.addr, "0.0.0.0:", 8) ||
 	    !strncmp(s.addr, "[::]:", 5), "address '%s'", s.addr);
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
-	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
-	exchange_lines(base, c);
-	th_peer_free(c);
+	lines_echoed(base, "tcp://127.0.0.1:%d | lines", s.port);
 	th_srv_teardown(&s);
 	event_base_free(base);
 }
@@ -695,18 +701,14 @@ START_TEST(listen_any_ipv6)
 {
 	struct event_base *base;
 	struct th_server s;
-	struct th_peer *c;
-	char stack[128], want[64];
+	char want[64];
 
 	SKIP_WITHOUT_IPV6();
 	base = event_base_new();
 	th_srv_setup(&s, base, "tcp://[::]:0 | lines", 1);
 	snprintf(want, sizeof(want), "[::]:%d", s.port);
 	ck_assert_str_eq(s.addr, want);
-	snprintf(stack, sizeof(stack), "tcp://[::1]:%d | lines", s.port);
-	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
-	exchange_lines(base, c);
-	th_peer_free(c);
+	lines_echoed(base, "tcp://[::1]:%d | lines", s.port);
 	th_srv_teardown(&s);
 	event_base_free(base);
 }
@@ -742,7 +744,6 @@ START_TEST(listen_reuseport)
 	struct th_server s;
 	struct strata_error err;
 	struct strata_listener *l2, *l3;
-	struct th_peer *c;
 	char stack[128];
 
 	th_srv_setup(&s, base, "tcp://127.0.0.1:0(reuseport=yes) | lines", 1);
@@ -759,10 +760,7 @@ START_TEST(listen_reuseport)
 	ck_assert_msg(strstr(err.message, "Address already in use") != NULL,
 	    "'%s'", err.message);
 	/* either listener serves */
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
-	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
-	exchange_lines(base, c);
-	th_peer_free(c);
+	lines_echoed(base, "tcp://127.0.0.1:%d | lines", s.port);
 	strata_listener_free(l2);
 	th_srv_teardown(&s);
 	event_base_free(base);
@@ -774,14 +772,9 @@ START_TEST(listen_backlog_option)
 	struct event_base *base = event_base_new();
 	struct th_server s;
 	struct strata_error err;
-	struct th_peer *c;
-	char stack[128];
 
 	th_srv_setup(&s, base, "tcp://127.0.0.1:0(backlog=16) | lines", 1);
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
-	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
-	exchange_lines(base, c);
-	th_peer_free(c);
+	lines_echoed(base, "tcp://127.0.0.1:%d | lines", s.port);
 	th_srv_teardown(&s);
 	ck_assert_ptr_null(strata_listen(base, "tcp://127.0.0.1:0(backlog=0)",
 	    0, th_srv_accept, &s, &err));
@@ -995,25 +988,11 @@ END_TEST
 
 /* ---- graceful close ---- */
 
-struct close_res {
-	int done;
-	int delivered;
-};
-
-static void
-on_closed(int delivered, void *arg)
-{
-	struct close_res *r = arg;
-
-	r->done = 1;
-	r->delivered = delivered;
-}
-
 START_TEST(close_delivers_everything)
 {
 	static unsigned char data[1 << 20];
 	struct event_base *base = event_base_new();
-	struct close_res r = {0, -1};
+	struct th_close_res r = {0, -1};
 	struct th_server s;
 	struct th_peer *c, *sp;
 	char stack[128];
@@ -1025,7 +1004,7 @@ START_TEST(close_delivers_everything)
 	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 	for (i = 0; i < sizeof(data); i += 65536)
 		bufferevent_write(c->top, data + i, 65536);
-	ck_assert_int_eq(strata_close(c->top, NULL, on_closed, &r), 0);
+	ck_assert_int_eq(strata_close(c->top, NULL, th_on_closed, &r), 0);
 	c->top = NULL;
 	sp = th_srv_wait_peer(&s);
 	th_run_until(base, &sp->eof, 5000, "EOF on the accepted side");
