@@ -229,10 +229,7 @@ peer_read_all(struct fx *f, char *buf, size_t len)
 static int
 got_equals(struct fx *f, const char *s)
 {
-	size_t n = strlen(s);
-
-	return evbuffer_get_length(f->got) == n &&
-	    !memcmp(evbuffer_pullup(f->got, -1), s, n);
+	return th_buf_eq(f->got, s, strlen(s));
 }
 
 /* ---- trap 1: plugin errors ---- */

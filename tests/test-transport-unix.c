@@ -37,13 +37,19 @@ case_setup(void)
 }
 
 static void
-case_teardown(void)
+remove_tree(const char *path)
 {
 	char cmd[128];
 
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", case_dir);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
 	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", case_dir);
+		fprintf(stderr, "could not remove %s\n", path);
+}
+
+static void
+case_teardown(void)
+{
+	remove_tree(case_dir);
 }
 
 static void
@@ -56,11 +62,7 @@ dir_setup(void)
 static void
 dir_teardown(void)
 {
-	char cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", dir);
+	remove_tree(dir);
 }
 
 /* "unix:<dir>/<name><suffix>" into a static buffer (one of two). */
