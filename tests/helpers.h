@@ -1,4 +1,5 @@
-/* Shared test helpers: socketpairs, bounded loops, byte patterns. */
+/* Shared test helpers: socketpairs, bounded loops, byte patterns, loopback
+ * TCP, and the peers and listeners that record what a connection does. */
 #ifndef STRATA_TEST_HELPERS_H
 #define STRATA_TEST_HELPERS_H
 
@@ -11,6 +12,8 @@
 
 #include "strata/plugin.h"
 #include "strata/strata.h"
+
+struct evdns_base;
 
 /* A nonblocking AF_UNIX socketpair; aborts the test on failure. */
 void th_socketpair(int fds[2]);
@@ -97,7 +100,6 @@ struct th_peer *th_peer_new(struct bufferevent *top, int echo);
 
 /* strata_connect() with @p opts, and a peer on the top; fails the test
  * with the error. */
-struct evdns_base;
 struct th_peer *th_peer_connect(struct event_base *base,
     struct evdns_base *dns, const char *stack, int opts);
 
