@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -83,7 +85,253 @@ th_count_fds(void)
 	return n - 1; /* the DIR's own fd */
 }
 
+/* ---- loopback TCP ---- */
+
+struct sockaddr_in
+th_loopback(int port)
+{
+	struct sockaddr_in a;
+
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_port = htons((uint16_t)port);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	return a;
+}
+
+int
+th_free_port(void)
+{
+	struct sockaddr_in a = th_loopback(0);
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+int
+th_tcp_connect(int port)
+{
+	struct sockaddr_in a = th_loopback(port);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	return fd;
+}
+
+int
+th_tcp_listen(int backlog, int *port)
+{
+	struct sockaddr_in a = th_loopback(0);
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(listen(fd, backlog), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	*port = ntohs(a.sin_port);
+	return fd;
+}
+
+/* ---- one end of a connection ---- */
+
+static void
+peer_read(struct bufferevent *bev, void *arg)
+{
+	struct th_peer *p = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	if (p->echo)
+		bufferevent_write_buffer(bev, in);
+	else
+		evbuffer_add_buffer(p->got, in);
+	if (p->want && evbuffer_get_length(p->got) >= p->want)
+		p->enough = 1;
+}
+
+static void
+peer_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct th_peer *p = arg;
+
+	(void)bev;
+	p->events++;
+	p->last_what = what;
+	if (what & BEV_EVENT_CONNECTED)
+		p->connected++;
+	if (what & BEV_EVENT_EOF) {
+		p->eof++;
+		p->got_at_eof = evbuffer_get_length(p->got);
+	}
+	if (what & BEV_EVENT_ERROR)
+		p->errors++;
+	if (p->free_on_end && (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
+		if (p->freed)
+			(*p->freed)++;
+		th_peer_free(p);
+	}
+}
+
+struct th_peer *
+th_peer_new(struct bufferevent *top, int echo)
+{
+	struct th_peer *p = calloc(1, sizeof(*p));
+
+	ck_assert_ptr_nonnull(p);
+	p->top = top;
+	p->got = evbuffer_new();
+	p->echo = echo;
+	bufferevent_setcb(top, peer_read, NULL, peer_event, p);
+	bufferevent_enable(top, EV_READ | EV_WRITE);
+	return p;
+}
+
+struct th_peer *
+th_peer_connect(struct event_base *base, struct evdns_base *dns,
+    const char *stack, int opts)
+{
+	struct strata_error err;
+	struct bufferevent *top;
+
+	top = strata_connect(base, dns, stack, opts, &err);
+	ck_assert_msg(top != NULL, "connect '%s': %s", stack, err.message);
+	return th_peer_new(top, 0);
+}
+
+void
+th_peer_free(struct th_peer *p)
+{
+	if (!p)
+		return;
+	if (p->top)
+		bufferevent_free(p->top);
+	evbuffer_free(p->got);
+	free(p);
+}
+
+int
+th_got_equals(struct th_peer *p, const char *s)
+{
+	return th_buf_eq(p->got, s, strlen(s));
+}
+
+const char *
+th_got_text(struct th_peer *p)
+{
+	static char buf[256];
+	size_t n = evbuffer_get_length(p->got);
+
+	if (n >= sizeof(buf))
+		n = sizeof(buf) - 1;
+	evbuffer_copyout(p->got, buf, n);
+	buf[n] = 0;
+	return buf;
+}
+
+void
+th_on_closed(int delivered, void *arg)
+{
+	struct th_close_res *r = arg;
+
+	r->done = 1;
+	r->delivered = delivered;
+}
+
+/* ---- a listener whose accepted stacks get peers ---- */
+
+void
+th_srv_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
+{
+	struct th_server *s = arg;
+	struct th_peer *p = th_peer_new(top, s->echo);
+
+	(void)l;
+	s->accepted++;
+	if (s->free_on_end) {
+		p->free_on_end = 1;
+		p->freed = &s->freed;
+	} else if (s->n < TH_MAX_PEERS)
+		s->p[s->n++] = p;
+	else
+		th_peer_free(p);
+}
+
+void
+th_srv_setup_opts(struct th_server *s, struct event_base *base,
+    const char *stack, int echo, int opts)
+{
+	struct strata_error err;
+
+	memset(s, 0, sizeof(*s));
+	s->base = base;
+	s->echo = echo;
+	s->l = strata_listen(base, stack, opts, th_srv_accept, s, &err);
+	ck_assert_msg(s->l != NULL, "listen '%s': %s", stack, err.message);
+	ck_assert_int_gt(strata_listener_address(s->l, s->addr,
+	    sizeof(s->addr), NULL, NULL), 0);
+	s->port = strata_listener_port(s->l);
+}
+
+void
+th_srv_setup(struct th_server *s, struct event_base *base, const char *stack,
+    int echo)
+{
+	th_srv_setup_opts(s, base, stack, echo, BEV_OPT_CLOSE_ON_FREE);
+}
+
+void
+th_srv_free_peers(struct th_server *s)
+{
+	int i;
+
+	for (i = 0; i < s->n; i++)
+		th_peer_free(s->p[i]);
+	s->n = 0;
+}
+
+void
+th_srv_teardown(struct th_server *s)
+{
+	th_srv_free_peers(s);
+	strata_listener_free(s->l);
+}
+
+struct th_peer *
+th_srv_wait_peer(struct th_server *s)
+{
+	th_run_until(s->base, &s->n, 2000, "an accepted connection");
+	return s->p[0];
+}
+
 /* ---- test filters ---- */
+
+enum bufferevent_filter_result
+th_move(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim)
+{
+	size_t n = evbuffer_get_length(src);
+
+	if (lim >= 0 && (size_t)lim < n)
+		n = (size_t)lim;
+	if (!n)
+		return BEV_NEED_MORE;
+	evbuffer_remove_buffer(src, dst, n);
+	return BEV_OK;
+}
+
+enum bufferevent_filter_result
+th_pass_fn(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
+    enum bufferevent_flush_mode mode, void *ctx)
+{
+	(void)mode;
+	(void)ctx;
+	return th_move(src, dst, lim);
+}
 
 static enum bufferevent_filter_result
 rot13_fn(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
@@ -129,7 +377,6 @@ guard_fn(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
     enum bufferevent_flush_mode mode, void *ctx)
 {
 	struct evbuffer_ptr p = evbuffer_search(src, "!", 1, NULL);
-	size_t n = evbuffer_get_length(src);
 
 	(void)mode;
 	if (p.pos >= 0) {
@@ -137,12 +384,7 @@ guard_fn(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
 		    "found a '!' at byte %zd", p.pos);
 		return BEV_ERROR;
 	}
-	if (lim >= 0 && (size_t)lim < n)
-		n = (size_t)lim;
-	if (!n)
-		return BEV_NEED_MORE;
-	evbuffer_remove_buffer(src, dst, n);
-	return BEV_OK;
+	return th_move(src, dst, lim);
 }
 
 static enum bufferevent_filter_result
@@ -154,22 +396,6 @@ spin_fn(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
 	(void)lim;
 	(void)mode;
 	(void)ctx;
-	return BEV_OK;
-}
-
-static enum bufferevent_filter_result
-pass_fn(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
-    enum bufferevent_flush_mode mode, void *ctx)
-{
-	size_t n = evbuffer_get_length(src);
-
-	(void)mode;
-	(void)ctx;
-	if (lim >= 0 && (size_t)lim < n)
-		n = (size_t)lim;
-	if (!n)
-		return BEV_NEED_MORE;
-	evbuffer_remove_buffer(src, dst, n);
 	return BEV_OK;
 }
 
@@ -187,7 +413,7 @@ static const struct strata_filter_type spin_type = {
 };
 static const struct strata_filter_type pass_type = {
 	.name = "pass", .summary = "test: pass-through",
-	.input = pass_fn, .output = pass_fn,
+	.input = th_pass_fn, .output = th_pass_fn,
 };
 
 void

@@ -528,26 +528,12 @@ holdout_output(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
 	return moved ? BEV_OK : BEV_NEED_MORE;
 }
 
-static enum bufferevent_filter_result
-holdout_input(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
-    enum bufferevent_flush_mode mode, void *ctx)
-{
-	size_t n = evbuffer_get_length(src);
-
-	if (lim >= 0 && (size_t)lim < n)
-		n = (size_t)lim;
-	if (!n)
-		return BEV_NEED_MORE;
-	evbuffer_remove_buffer(src, dst, n);
-	return BEV_OK;
-}
-
 static const struct strata_filter_type holdout_type = {
 	.name = "holdout",
 	.summary = "test: holds output back until a flush",
 	.create = holdout_create,
 	.destroy = holdout_destroy,
-	.input = holdout_input,
+	.input = th_pass_fn,
 	.output = holdout_output,
 };
 

@@ -83,16 +83,10 @@ rec_input(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
     enum bufferevent_flush_mode mode, void *ctx)
 {
 	struct rec *r = ctx;
-	size_t n = evbuffer_get_length(src);
 
 	if (mode == BEV_FINISHED)
 		log_call(r->id, "in-fin");
-	if (lim >= 0 && (size_t)lim < n)
-		n = (size_t)lim;
-	if (!n)
-		return BEV_NEED_MORE;
-	evbuffer_remove_buffer(src, dst, n);
-	return BEV_OK;
+	return th_move(src, dst, lim);
 }
 
 static enum bufferevent_filter_result
@@ -100,16 +94,10 @@ rec_output(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
     enum bufferevent_flush_mode mode, void *ctx)
 {
 	struct rec *r = ctx;
-	size_t n = evbuffer_get_length(src);
 
 	if (mode == BEV_FINISHED)
 		log_call(r->id, "out-fin");
-	if (lim >= 0 && (size_t)lim < n)
-		n = (size_t)lim;
-	if (!n)
-		return BEV_NEED_MORE;
-	evbuffer_remove_buffer(src, dst, n);
-	return BEV_OK;
+	return th_move(src, dst, lim);
 }
 
 static const struct strata_option_doc rec_opts[] = {
@@ -241,10 +229,7 @@ peer_read_all(struct fx *f, char *buf, size_t len)
 static int
 got_equals(struct fx *f, const char *s)
 {
-	size_t n = strlen(s);
-
-	return evbuffer_get_length(f->got) == n &&
-	    !memcmp(evbuffer_pullup(f->got, -1), s, n);
+	return th_buf_eq(f->got, s, strlen(s));
 }
 
 /* ---- trap 1: plugin errors ---- */
@@ -854,24 +839,10 @@ END_TEST
 
 /* ---- strata_close ---- */
 
-struct close_res {
-	int done;
-	int delivered;
-};
-
-static void
-on_closed(int delivered, void *arg)
-{
-	struct close_res *c = arg;
-
-	c->done = 1;
-	c->delivered = delivered;
-}
-
 START_TEST(close_graceful_delivers_everything)
 {
 	struct fx f;
-	struct close_res c = {0, -1};
+	struct th_close_res c = {0, -1};
 	static unsigned char chunk[65536], buf[65536];
 	size_t total = 4u << 20, got = 0, i;
 	int saw_eof = 0;
@@ -880,7 +851,7 @@ START_TEST(close_graceful_delivers_everything)
 	fx_setup(&f, "rec | rot13", BEV_OPT_CLOSE_ON_FREE);
 	for (i = 0; i < total; i += sizeof(chunk))
 		bufferevent_write(f.top, chunk, sizeof(chunk));
-	ck_assert_int_eq(strata_close(f.top, NULL, on_closed, &c), 0);
+	ck_assert_int_eq(strata_close(f.top, NULL, th_on_closed, &c), 0);
 	f.top = NULL;
 	while (!saw_eof) {
 		ssize_t r = read(f.peer, buf, sizeof(buf));
@@ -905,7 +876,7 @@ END_TEST
 START_TEST(close_linger_expires)
 {
 	struct fx f;
-	struct close_res c = {0, -1};
+	struct th_close_res c = {0, -1};
 	static unsigned char chunk[65536];
 	struct timeval linger = {0, 200000};
 	size_t i;
@@ -913,7 +884,7 @@ START_TEST(close_linger_expires)
 	fx_setup(&f, "rec", BEV_OPT_CLOSE_ON_FREE);
 	for (i = 0; i < (8u << 20); i += sizeof(chunk))
 		bufferevent_write(f.top, chunk, sizeof(chunk));
-	ck_assert_int_eq(strata_close(f.top, &linger, on_closed, &c), 0);
+	ck_assert_int_eq(strata_close(f.top, &linger, th_on_closed, &c), 0);
 	f.top = NULL;
 	th_run_until(f.base, &c.done, 2000, "close callback");
 	ck_assert_int_eq(c.delivered, 0);

@@ -22,22 +22,6 @@
 
 /* ---- test filters ---- */
 
-static enum bufferevent_filter_result
-pass_through(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t lim,
-    enum bufferevent_flush_mode mode, void *ctx)
-{
-	size_t n = evbuffer_get_length(src);
-
-	(void)mode;
-	(void)ctx;
-	if (lim >= 0 && (size_t)lim < n)
-		n = (size_t)lim;
-	if (!n)
-		return BEV_NEED_MORE;
-	evbuffer_remove_buffer(src, dst, n);
-	return BEV_OK;
-}
-
 /*
  * good: makes a config object and a context and counts both. Its options
  * steer failures: fail=msg|silent|prefixed makes config() fail (with a
@@ -136,7 +120,7 @@ static const struct strata_filter_type good_type = {
 	.name = "good", .summary = "test: counts configs and contexts",
 	.options = good_options, .config = good_config,
 	.config_free = good_config_free, .create = good_create,
-	.destroy = good_destroy, .input = pass_through, .output = pass_through,
+	.destroy = good_destroy, .input = th_pass_fn, .output = th_pass_fn,
 };
 
 /* rec: config() records the options it received, as it received them. */
@@ -197,7 +181,7 @@ rec_config(void **cfgp, const struct strata_option *o, size_t n,
 static const struct strata_filter_type rec_type = {
 	.name = "rec", .summary = "test: records its options",
 	.options = rec_options, .config = rec_config,
-	.input = pass_through, .output = pass_through,
+	.input = th_pass_fn, .output = th_pass_fn,
 };
 
 /* nocfg: documents an option but has no config(). */
@@ -208,13 +192,13 @@ static const struct strata_option_doc nocfg_options[] = {
 
 static const struct strata_filter_type nocfg_type = {
 	.name = "nocfg", .summary = "test: options without config()",
-	.options = nocfg_options, .input = pass_through, .output = pass_through,
+	.options = nocfg_options, .input = th_pass_fn, .output = th_pass_fn,
 };
 
 /* The longest name allowed: 32 characters of [a-z0-9_-]. */
 static const struct strata_filter_type long_name_type = {
 	.name = "abcdefghijklmnopqrstuvwxyz_-0123",
-	.input = pass_through, .output = pass_through,
+	.input = th_pass_fn, .output = th_pass_fn,
 };
 
 static void
@@ -1332,17 +1316,17 @@ START_TEST(registry_rejects_bad_types)
 	    "abcdefghijklmnopqrstuvwxyz_-01234"}; /* 33 characters */
 	static struct strata_filter_type t[STRATA_ARRAY_LEN(names)];
 	struct strata_filter_type no_in = {.name = "no-input",
-	    .output = pass_through};
+	    .output = th_pass_fn};
 	struct strata_filter_type no_out = {.name = "no-output",
-	    .input = pass_through};
-	struct strata_filter_type no_name = {.input = pass_through,
-	    .output = pass_through};
+	    .input = th_pass_fn};
+	struct strata_filter_type no_name = {.input = th_pass_fn,
+	    .output = th_pass_fn};
 	struct strata_error err;
 	size_t i, total = strata_list_filters(NULL, 0);
 
 	for (i = 0; i < STRATA_ARRAY_LEN(names); i++) {
 		t[i].name = names[i];
-		t[i].input = t[i].output = pass_through;
+		t[i].input = t[i].output = th_pass_fn;
 		memset(&err, 0, sizeof(err));
 		ck_assert_msg(strata_register_filter(&t[i], &err) == -1,
 		    "'%s' registered", names[i]);
@@ -1378,7 +1362,7 @@ START_TEST(registry_rejects_duplicates)
 {
 	struct strata_filter_type copy = good_type;
 	struct strata_filter_type lines = {.name = "lines",
-	    .input = pass_through, .output = pass_through};
+	    .input = th_pass_fn, .output = th_pass_fn};
 	struct strata_error err;
 	size_t total = strata_list_filters(NULL, 0);
 
@@ -1650,7 +1634,7 @@ START_TEST(registry_full)
 	for (i = 0; i < 100; i++) {
 		snprintf(names[i], sizeof(names[i]), "full-%zu", i);
 		t[i].name = names[i];
-		t[i].input = t[i].output = pass_through;
+		t[i].input = t[i].output = th_pass_fn;
 		if (strata_register_filter(&t[i], &err) < 0)
 			break;
 		users++;

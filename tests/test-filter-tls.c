@@ -331,10 +331,7 @@ client_new(struct event_base *base, const char *stack)
 static int
 got_equals(struct peer *p, const char *s)
 {
-	size_t n = strlen(s);
-
-	return evbuffer_get_length(p->got) == n &&
-	    !memcmp(evbuffer_pullup(p->got, -1), s, n);
+	return th_buf_eq(p->got, s, strlen(s));
 }
 
 static const char *
@@ -598,24 +595,6 @@ child_stop(struct child *c)
 	evbuffer_free(c->buf);
 }
 
-/* A port on 127.0.0.1 that was free a moment ago. */
-static int
-free_port(void)
-{
-	struct sockaddr_in a;
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	port = ntohs(a.sin_port);
-	close(fd);
-	return port;
-}
-
 /* openssl s_server on a free port with the server chain and @p extra
  * arguments (NULL-terminated, at most 16). Waits until it accepts. */
 static int
@@ -626,7 +605,7 @@ s_server_start(struct event_base *base, struct child *c, const char *const
 	const char *argv[40] = {"openssl", "s_server", "-accept", accept,
 	    "-cert", P("srv.pem"), "-key", P("srv.key"), "-naccept", "1",
 	    "-ign_eof", "-cert_chain", P("inter.pem")};
-	int port = free_port(), n = 13, i;
+	int port = th_free_port(), n = 13, i;
 
 	snprintf(accept, sizeof(accept), "127.0.0.1:%d", port);
 	for (i = 0; extra && extra[i] && n < 38; i++)
@@ -648,15 +627,8 @@ struct raw {
 static int
 raw_tcp(int port)
 {
-	struct sockaddr_in a;
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int fd = th_tcp_connect(port);
 
-	ck_assert_int_ge(fd, 0);
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_port = htons((uint16_t)port);
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
 	evutil_make_socket_nonblocking(fd);
 	return fd;
 }
@@ -994,23 +966,10 @@ END_TEST
 
 /* ---- the end of the stream ---- */
 
-struct close_res {
-	int done, delivered;
-};
-
-static void
-on_closed(int delivered, void *arg)
-{
-	struct close_res *r = arg;
-
-	r->done = 1;
-	r->delivered = delivered;
-}
-
 START_TEST(close_notify_both_ways)
 {
 	struct event_base *base = event_base_new();
-	struct close_res r = {0, -1};
+	struct th_close_res r = {0, -1};
 	struct server s;
 	struct peer *c, *sp;
 	char opts[256];
@@ -1022,7 +981,7 @@ START_TEST(close_notify_both_ways)
 	bufferevent_write(c->top, "last words\n", 11);
 	/* (strata_close during the handshake: see the README's tls notes) */
 	th_run_until(base, &c->connected, 3000, "CONNECTED");
-	ck_assert_int_eq(strata_close(c->top, NULL, on_closed, &r), 0);
+	ck_assert_int_eq(strata_close(c->top, NULL, th_on_closed, &r), 0);
 	c->top = NULL;
 	sp = srv_wait_peer(&s, 0);
 	th_run_until(base, &sp->eof, 3000, "EOF on the server");
@@ -1640,10 +1599,8 @@ START_TEST(peer_stops_mid_handshake)
 	struct event_base *base = event_base_new();
 	struct server s;
 	struct peer *sp, *c;
-	struct sockaddr_in a;
-	socklen_t len = sizeof(a);
 	char opts[256];
-	int fd, lfd;
+	int fd, lfd, port;
 
 	/* a client that connects and says nothing */
 	srv_tls(&s, base, "handshake-timeout=300ms", 1);
@@ -1654,16 +1611,10 @@ START_TEST(peer_stops_mid_handshake)
 	close(fd);
 	srv_teardown(&s);
 	/* a server that accepts and never answers the ClientHello */
-	lfd = socket(AF_INET, SOCK_STREAM, 0);
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-	ck_assert_int_eq(listen(lfd, 4), 0);
-	ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&a, &len), 0);
+	lfd = th_tcp_listen(4, &port);
 	snprintf(opts, sizeof(opts), "ca=%s/ca.pem, name=localhost, "
 	    "handshake-timeout=200ms", tmpdir);
-	c = client_tls(base, ntohs(a.sin_port), opts, NULL);
+	c = client_tls(base, port, opts, NULL);
 	expect_error(base, c, "tls: handshake not complete after 200 ms",
 	    3000);
 	ck_assert_int_eq(c->connected, 0);
@@ -2508,7 +2459,7 @@ static const char py_unwrap[] =
 START_TEST(close_notify_is_eof_before_fin)
 {
 	struct event_base *base = event_base_new();
-	struct close_res r = {0, -1};
+	struct th_close_res r = {0, -1};
 	struct server s;
 	struct child cl;
 	struct peer *p;
@@ -2526,7 +2477,7 @@ START_TEST(close_notify_is_eof_before_fin)
 	th_run_until(base, &p->eof, 2000, "EOF at the peer's close_notify");
 	ck_assert_int_eq(p->errors, 0);
 	ck_has(describe(p, 1), "close_notify=received");
-	ck_assert_int_eq(strata_close(p->top, NULL, on_closed, &r), 0);
+	ck_assert_int_eq(strata_close(p->top, NULL, th_on_closed, &r), 0);
 	p->top = NULL;
 	child_expect(base, &cl, "UNWRAPPED after 0.", 2000);
 	child_wait(base, &cl, &r.done, 5000, "the close to complete");
@@ -2540,7 +2491,7 @@ END_TEST
 START_TEST(python_server)
 {
 	struct event_base *base = event_base_new();
-	struct close_res r = {0, -1};
+	struct th_close_res r = {0, -1};
 	struct child srv;
 	struct peer *c;
 	char opts[512];
@@ -2572,7 +2523,7 @@ START_TEST(python_server)
 	ck_has(describe(c, 1), "alpn=http/1.1");
 	/* Python's unwrap() sends close_notify and waits for the client's:
 	 * strata_close() sends it, then waits for Python's FIN */
-	ck_assert_int_eq(strata_close(c->top, NULL, on_closed, &r), 0);
+	ck_assert_int_eq(strata_close(c->top, NULL, th_on_closed, &r), 0);
 	c->top = NULL;
 	child_wait(base, &srv, &r.done, 3000, "the close to complete");
 	ck_assert_int_eq(r.delivered, 1);
@@ -2700,19 +2651,9 @@ END_TEST
 static int
 raw_listener(int *port)
 {
-	struct sockaddr_in a;
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int fd = th_tcp_listen(16, port);
 
-	ck_assert_int_ge(fd, 0);
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	ck_assert_int_eq(listen(fd, 16), 0);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
 	evutil_make_socket_nonblocking(fd);
-	*port = ntohs(a.sin_port);
 	return fd;
 }
 

@@ -48,22 +48,6 @@ tool(void)
 	return t;
 }
 
-/* A free TCP port on 127.0.0.1 (bound and released). */
-static int
-free_port(void)
-{
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	getsockname(fd, (struct sockaddr *)&sa, &len);
-	port = ntohs(sa.sin_port);
-	close(fd);
-	return port;
-}
-
 /* Children a test started: killed when the test's process exits, also
  * after a failed assertion (Check's forked test then exits), so a failed
  * test leaves no server behind. */
@@ -91,18 +75,33 @@ child_started(pid_t pid)
 		children[nchildren++] = pid;
 }
 
-/* Start the tool in the background with stdio to /dev/null. */
+/* The tool in the background with NULL-terminated arguments; stdout to
+ * @p out and stderr to @p log (files, or /dev/null when NULL). */
 static pid_t
-spawn(char *const argv[])
+tool_bg(const char *out, const char *log, ...)
 {
-	pid_t pid = fork();
+	char *argv[32];
+	va_list ap;
+	int n = 0;
+	pid_t pid;
 
+	argv[n++] = (char *)tool();
+	va_start(ap, log);
+	while (n < 31 && (argv[n] = va_arg(ap, char *)) != NULL)
+		n++;
+	va_end(ap);
+	argv[n] = NULL;
+	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		int null = open("/dev/null", O_RDWR);
+		int o = out ? open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644)
+			    : null;
+		int e = log ? open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644)
+			    : null;
 		dup2(null, 0);
-		dup2(null, 1);
-		dup2(null, 2);
+		dup2(o, 1);
+		dup2(e, 2);
 		execv(argv[0], argv);
 		_exit(127);
 	}
@@ -114,11 +113,9 @@ spawn(char *const argv[])
 static void
 wait_listening(int port)
 {
-	struct sockaddr_in sa = {.sin_family = AF_INET};
+	struct sockaddr_in sa = th_loopback(port);
 	int i;
 
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	sa.sin_port = htons((unsigned short)port);
 	for (i = 0; i < 300; i++) {
 		int fd = socket(AF_INET, SOCK_STREAM, 0), r;
 		r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
@@ -181,6 +178,46 @@ make_file(const char *name, size_t bytes)
 	fclose(f);
 }
 
+/* A path in the test's directory (eight rotating buffers). */
+static char *
+tpath(const char *name)
+{
+	static char buf[8][512];
+	static int i;
+	char *p = buf[i++ % 8];
+
+	snprintf(p, 512, "%s/%s", tmpdir, name);
+	return p;
+}
+
+/* `listen --echo` on a free port of 127.0.0.1, serving; its stack
+ * ("tcp://127.0.0.1:PORT") in @p stack. */
+static pid_t
+echo_server(char *stack, size_t len)
+{
+	int port = th_free_port();
+	pid_t pid;
+
+	snprintf(stack, len, "tcp://127.0.0.1:%d", port);
+	pid = tool_bg(NULL, NULL, "listen", stack, "--echo", NULL);
+	wait_listening(port);
+	return pid;
+}
+
+/* A TLS server's stack on 127.0.0.1:@p port with tmpdir/@p name.pem and
+ * .key, and @p above ("" or " | filter ...") on top. */
+static void
+tls_stack(char *stack, size_t len, int port, const char *name,
+    const char *above)
+{
+	char pem[64], key[64];
+
+	snprintf(pem, sizeof(pem), "%s.pem", name);
+	snprintf(key, sizeof(key), "%s.key", name);
+	snprintf(stack, len, "tcp://127.0.0.1:%d | tls(cert=%s, key=%s)%s",
+	    port, tpath(pem), tpath(key), above);
+}
+
 START_TEST(plugins_lists_the_registry)
 {
 	char cmd[512];
@@ -198,19 +235,13 @@ END_TEST
 
 START_TEST(listen_echo_and_connect_file)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char stack[128], cmd[1024];
-	char *argv[6];
 	pid_t pid;
 
 	make_file("in.txt", 2 << 20);
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", port);
-	argv[0] = (char *)tool();
-	argv[1] = "listen";
-	argv[2] = stack;
-	argv[3] = "--echo";
-	argv[4] = NULL;
-	pid = spawn(argv);
+	pid = tool_bg(NULL, NULL, "listen", stack, "--echo", NULL);
 	wait_listening(port);
 	snprintf(cmd, sizeof(cmd),
 	    "%s connect \"%s\" < %s/in.txt > %s/out.txt && "
@@ -223,28 +254,15 @@ END_TEST
 
 START_TEST(proxy_relays_both_ways_with_half_close)
 {
-	int p1 = free_port(), p2;
+	int p2;
 	char s1[128], s2[128], s3[128], cmd[1024];
-	char *argv1[5], *argv2[6];
 	pid_t echo, proxy;
 
 	make_file("big.txt", 8 << 20);
-	snprintf(s1, sizeof(s1), "tcp://127.0.0.1:%d", p1);
-	argv1[0] = (char *)tool();
-	argv1[1] = "listen";
-	argv1[2] = s1;
-	argv1[3] = "--echo";
-	argv1[4] = NULL;
-	echo = spawn(argv1);
-	wait_listening(p1);
-	p2 = free_port();
+	echo = echo_server(s1, sizeof(s1));
+	p2 = th_free_port();
 	snprintf(s2, sizeof(s2), "tcp://127.0.0.1:%d", p2);
-	argv2[0] = (char *)tool();
-	argv2[1] = "proxy";
-	argv2[2] = s2;
-	argv2[3] = s1;
-	argv2[4] = NULL;
-	proxy = spawn(argv2);
+	proxy = tool_bg(NULL, NULL, "proxy", s2, s1, NULL);
 	wait_listening(p2);
 	/* stdin ends first; the echo still flows back in full afterwards */
 	snprintf(s3, sizeof(s3), "tcp://127.0.0.1:%d | lines", p2);
@@ -284,7 +302,7 @@ END_TEST
 
 START_TEST(refused_connection_exit_code)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char cmd[512];
 
 	snprintf(cmd, sizeof(cmd),
@@ -298,18 +316,12 @@ END_TEST
 
 START_TEST(port_in_use_exit_code)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char stack[128], cmd[512];
-	char *argv[5];
 	pid_t pid;
 
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", port);
-	argv[0] = (char *)tool();
-	argv[1] = "listen";
-	argv[2] = stack;
-	argv[3] = "--echo";
-	argv[4] = NULL;
-	pid = spawn(argv);
+	pid = tool_bg(NULL, NULL, "listen", stack, "--echo", NULL);
 	wait_listening(port);
 	snprintf(cmd, sizeof(cmd),
 	    "%s listen %s --echo 2>%s/err2.txt; test $? = 3 && "
@@ -322,19 +334,13 @@ END_TEST
 
 START_TEST(listen_exec_serves_a_command)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char stack[128], cmd[1024];
-	char *argv[6];
 	pid_t pid;
 
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", port);
-	argv[0] = (char *)tool();
-	argv[1] = "listen";
-	argv[2] = stack;
-	argv[3] = "--exec";
-	argv[4] = "tr a-z A-Z";
-	argv[5] = NULL;
-	pid = spawn(argv);
+	pid = tool_bg(NULL, NULL, "listen", stack, "--exec", "tr a-z A-Z",
+	    NULL);
 	wait_listening(port);
 	snprintf(cmd, sizeof(cmd),
 	    "printf \"hello\\nworld\\n\" | %s connect \"%s\" | "
@@ -354,18 +360,6 @@ now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int
-tcp_connect_port(int port)
-{
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	sa.sin_port = htons((unsigned short)port);
-	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	return fd;
-}
-
 /* Read with a deadline: bytes read, 0 on EOF, -1 on timeout. */
 static ssize_t
 read_wait(int fd, char *buf, size_t len, int ms)
@@ -376,35 +370,36 @@ read_wait(int fd, char *buf, size_t len, int ms)
 	return read(fd, buf, len);
 }
 
+/* A client that was served: the byte @p c it sent came back. */
+static int
+echoed_client(int port, const char *c)
+{
+	int fd = th_tcp_connect(port);
+	char buf[16];
+
+	ck_assert_int_eq(write(fd, c, 1), 1);
+	ck_assert_int_eq(read_wait(fd, buf, sizeof(buf), 2000), 1);
+	return fd;
+}
+
 START_TEST(max_conns_refuses_the_extra_one)
 {
-	int port = free_port(), a, b, c;
+	int port = th_free_port(), a, b, c;
 	char stack[64], buf[16];
-	char *argv[7];
 	pid_t pid;
 
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", port);
-	argv[0] = (char *)tool();
-	argv[1] = "listen";
-	argv[2] = stack;
-	argv[3] = "--echo";
-	argv[4] = "--max-conns";
-	argv[5] = "1";
-	argv[6] = NULL;
-	pid = spawn(argv);
+	pid = tool_bg(NULL, NULL, "listen", stack, "--echo", "--max-conns",
+	    "1", NULL);
 	wait_listening(port); /* that probe came and went */
 	usleep(100000);
-	a = tcp_connect_port(port);
-	ck_assert_int_eq(write(a, "x", 1), 1);
-	ck_assert_int_eq(read_wait(a, buf, sizeof(buf), 2000), 1);
-	b = tcp_connect_port(port);
+	a = echoed_client(port, "x");
+	b = th_tcp_connect(port);
 	ck_assert_int_eq(read_wait(b, buf, sizeof(buf), 2000), 0); /* refused */
 	close(b);
 	close(a);
 	usleep(200000);
-	c = tcp_connect_port(port);
-	ck_assert_int_eq(write(c, "y", 1), 1);
-	ck_assert_int_eq(read_wait(c, buf, sizeof(buf), 2000), 1);
+	c = echoed_client(port, "y");
 	close(c);
 	stop(pid);
 }
@@ -412,22 +407,15 @@ END_TEST
 
 START_TEST(rate_limit_within_20_percent)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char stack[64], cmd[1024];
-	char *argv[7];
 	double t0, t;
 	pid_t pid;
 
 	make_file("rate.txt", 1 << 20); /* about 0.8 MiB of text */
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", port);
-	argv[0] = (char *)tool();
-	argv[1] = "listen";
-	argv[2] = stack;
-	argv[3] = "--echo";
-	argv[4] = "--rate";
-	argv[5] = "400K";
-	argv[6] = NULL;
-	pid = spawn(argv);
+	pid = tool_bg(NULL, NULL, "listen", stack, "--echo", "--rate", "400K",
+	    NULL);
 	wait_listening(port);
 	snprintf(cmd, sizeof(cmd), "%s connect %s < %s/rate.txt | cmp - %s/rate.txt",
 	    tool(), stack, tmpdir, tmpdir);
@@ -443,31 +431,16 @@ END_TEST
 
 START_TEST(sigterm_drains_a_transfer_in_flight)
 {
-	int p1 = free_port(), p2, st;
+	int p2, st;
 	char s1[64], s2[64], cmd[1024];
-	char *argv1[5], *argv2[8];
 	pid_t echo, proxy;
 
 	make_file("drain.txt", 1 << 20);
-	snprintf(s1, sizeof(s1), "tcp://127.0.0.1:%d", p1);
-	argv1[0] = (char *)tool();
-	argv1[1] = "listen";
-	argv1[2] = s1;
-	argv1[3] = "--echo";
-	argv1[4] = NULL;
-	echo = spawn(argv1);
-	wait_listening(p1);
-	p2 = free_port();
+	echo = echo_server(s1, sizeof(s1));
+	p2 = th_free_port();
 	snprintf(s2, sizeof(s2), "tcp://127.0.0.1:%d", p2);
-	argv2[0] = (char *)tool();
-	argv2[1] = "proxy";
-	argv2[2] = "--rate";
-	argv2[3] = "1M";
-	argv2[4] = "--workers=2";
-	argv2[5] = s2;
-	argv2[6] = s1;
-	argv2[7] = NULL;
-	proxy = spawn(argv2);
+	proxy = tool_bg(NULL, NULL, "proxy", "--rate", "1M", "--workers=2",
+	    s2, s1, NULL);
 	wait_listening(p2);
 	snprintf(cmd, sizeof(cmd),
 	    "(sleep 0.3; kill -TERM %d) & %s connect %s < %s/drain.txt | "
@@ -481,7 +454,7 @@ END_TEST
 
 START_TEST(json_log_line_per_connection)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char cmd[2048];
 
 	snprintf(cmd, sizeof(cmd),
@@ -517,52 +490,6 @@ START_TEST(demo_moves_a_text_through_tls_and_zlib)
 END_TEST
 
 /* ---- helpers for the tests below ---- */
-
-/* A path in the test's directory (eight rotating buffers). */
-static char *
-tpath(const char *name)
-{
-	static char buf[8][512];
-	static int i;
-	char *p = buf[i++ % 8];
-
-	snprintf(p, 512, "%s/%s", tmpdir, name);
-	return p;
-}
-
-/* The tool in the background with NULL-terminated arguments; stdout to
- * @p out and stderr to @p log (files, or /dev/null when NULL). */
-static pid_t
-tool_bg(const char *out, const char *log, ...)
-{
-	char *argv[32];
-	va_list ap;
-	int n = 0;
-	pid_t pid;
-
-	argv[n++] = (char *)tool();
-	va_start(ap, log);
-	while (n < 31 && (argv[n] = va_arg(ap, char *)) != NULL)
-		n++;
-	va_end(ap);
-	argv[n] = NULL;
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		int null = open("/dev/null", O_RDWR);
-		int o = out ? open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644)
-			    : null;
-		int e = log ? open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644)
-			    : null;
-		dup2(null, 0);
-		dup2(o, 1);
-		dup2(e, 2);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	child_started(pid);
-	return pid;
-}
 
 /* SIGTERM, and the exit status (-1 if it did not exit by itself). */
 static int
@@ -616,28 +543,10 @@ make_cert(const char *name, const char *cn)
 static int
 raw_connect_nb(int port)
 {
-	struct sockaddr_in sa = {.sin_family = AF_INET};
+	struct sockaddr_in sa = th_loopback(port);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
 
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	sa.sin_port = htons((unsigned short)port);
 	connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-	return fd;
-}
-
-/* A listening socket on 127.0.0.1 that never accepts; its port. */
-static int
-silent_listener(int backlog, int *port)
-{
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	ck_assert_int_eq(listen(fd, backlog), 0);
-	getsockname(fd, (struct sockaddr *)&sa, &len);
-	*port = ntohs(sa.sin_port);
 	return fd;
 }
 
@@ -667,7 +576,7 @@ START_TEST(connect_timeout_on_a_blackhole)
 {
 	/* backlog 0, one connection queued: the kernel drops further SYNs,
 	 * as a blackholed address would */
-	int port, lfd = silent_listener(0, &port), fill[3], i;
+	int port, lfd = th_tcp_listen(0, &port), fill[3], i;
 	char cmd[1024];
 	double t;
 
@@ -699,7 +608,7 @@ END_TEST
 
 START_TEST(handshake_timeout_both_roles)
 {
-	int port, lfd = silent_listener(16, &port), p2 = free_port(), fd;
+	int port, lfd = th_tcp_listen(16, &port), p2 = th_free_port(), fd;
 	char cmd[1024], stack[128], buf[8];
 	double t, t0;
 	pid_t pid;
@@ -728,7 +637,7 @@ START_TEST(handshake_timeout_both_roles)
 	pid = tool_bg(NULL, tpath("hs3.txt"), "listen", "--handshake-timeout",
 	    "0.3", stack, "--echo", NULL);
 	wait_listening(p2);
-	fd = tcp_connect_port(p2);
+	fd = th_tcp_connect(p2);
 	t0 = now_s();
 	ck_assert_int_eq(read_wait(fd, buf, sizeof(buf), 3000), 0);
 	t = now_s() - t0;
@@ -742,12 +651,11 @@ END_TEST
 
 START_TEST(tls_verification_failure_exit_code)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char stack[512], cmd[2048];
 	pid_t pid;
 
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | tls(cert=%s, "
-	    "key=%s)", port, tpath("a.pem"), tpath("a.key"));
+	tls_stack(stack, sizeof(stack), port, "a", "");
 	pid = tool_bg(NULL, NULL, "listen", stack, "--echo", NULL);
 	wait_listening(port);
 	/* self-signed, no CA given: the system store does not know it */
@@ -782,7 +690,7 @@ END_TEST
 
 START_TEST(workers_spread_connections)
 {
-	int port = free_port(), i;
+	int port = th_free_port(), i;
 	char stack[64], cmd[2048];
 	pid_t pid;
 
@@ -808,7 +716,7 @@ END_TEST
 
 START_TEST(rate_total_across_workers)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char stack[64], cmd[4096], f[512];
 	double t, want;
 	pid_t pid;
@@ -837,7 +745,7 @@ END_TEST
 
 START_TEST(max_conns_across_workers)
 {
-	int port = free_port(), a, b, c, d;
+	int port = th_free_port(), a, b, c, d;
 	char stack[64], buf[16];
 	pid_t pid;
 
@@ -847,21 +755,15 @@ START_TEST(max_conns_across_workers)
 	wait_listening(port);
 	usleep(100000);
 	/* round-robin: a and b on two workers, the count is one for all */
-	a = tcp_connect_port(port);
-	ck_assert_int_eq(write(a, "a", 1), 1);
-	ck_assert_int_eq(read_wait(a, buf, sizeof(buf), 2000), 1);
-	b = tcp_connect_port(port);
-	ck_assert_int_eq(write(b, "b", 1), 1);
-	ck_assert_int_eq(read_wait(b, buf, sizeof(buf), 2000), 1);
-	c = tcp_connect_port(port);
+	a = echoed_client(port, "a");
+	b = echoed_client(port, "b");
+	c = th_tcp_connect(port);
 	ck_assert_int_eq(read_wait(c, buf, sizeof(buf), 2000), 0);
 	ck_assert(wait_text(tpath("mc.txt"), "--max-conns reached", 2000));
 	close(c);
 	close(a);
 	usleep(200000);
-	d = tcp_connect_port(port);
-	ck_assert_int_eq(write(d, "d", 1), 1);
-	ck_assert_int_eq(read_wait(d, buf, sizeof(buf), 2000), 1);
+	d = echoed_client(port, "d");
 	close(d);
 	close(b);
 	ck_assert_int_eq(stop_status(pid), 0);
@@ -874,12 +776,11 @@ END_TEST
  * another (openssl s_client -sess_out, then -sess_in). */
 START_TEST(tls_sessions_resume_across_workers)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char stack[512], cmd[1024];
 	pid_t pid;
 
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | tls(cert=%s, "
-	    "key=%s)", port, tpath("a.pem"), tpath("a.key"));
+	tls_stack(stack, sizeof(stack), port, "a", "");
 	pid = tool_bg(NULL, tpath("res.txt"), "listen", "--workers", "2", stack,
 	    "--echo", NULL);
 	wait_listening(port);
@@ -908,7 +809,7 @@ tlsc_open(struct tlsc *c, int port)
 {
 	struct timeval tv = {5, 0};
 
-	c->fd = tcp_connect_port(port);
+	c->fd = th_tcp_connect(port);
 	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	c->ctx = SSL_CTX_new(TLS_client_method());
 	ck_assert_ptr_nonnull(c->ctx);
@@ -972,7 +873,7 @@ copy_file(const char *from, const char *to)
 
 START_TEST(sighup_reloads_certificates)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char stack[512];
 	struct tlsc c1, c2, c3;
 	FILE *f;
@@ -980,8 +881,7 @@ START_TEST(sighup_reloads_certificates)
 
 	copy_file(tpath("a.pem"), tpath("cur.pem"));
 	copy_file(tpath("a.key"), tpath("cur.key"));
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | tls(cert=%s, "
-	    "key=%s)", port, tpath("cur.pem"), tpath("cur.key"));
+	tls_stack(stack, sizeof(stack), port, "cur", "");
 	pid = tool_bg(NULL, tpath("hup.txt"), "listen", "--workers", "2",
 	    stack, "--echo", NULL);
 	wait_listening(port);
@@ -1026,7 +926,7 @@ END_TEST
 
 START_TEST(connect_progress_line_on_a_terminal)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char stack[128], cmd[2048], *data = tpath("rnd.txt");
 	pid_t pid;
 
@@ -1127,7 +1027,7 @@ fast_writer(int port, unsigned long long total)
 {
 	static char buf[256 << 10];
 	unsigned long long sent = 0;
-	int fd = tcp_connect_port(port);
+	int fd = th_tcp_connect(port);
 	ssize_t n;
 
 	memset(buf, 'x', sizeof(buf));
@@ -1150,7 +1050,7 @@ START_TEST(relay_memory_stays_bounded_under_a_slow_reader)
 	 * times that): about 16 s. Under ASan, whose allocator makes RSS
 	 * meaningless, a quarter of it and no bound. */
 	unsigned long long total = UNDER_ASAN ? 256ull << 20 : 1ull << 30;
-	int lport, pport = free_port(), lfd = silent_listener(16, &lport), st;
+	int lport, pport = th_free_port(), lfd = th_tcp_listen(16, &lport), st;
 	char target[64], listen_s[64];
 	pid_t proxy, reader, writer, done;
 	long peak = 0, kib, samples = 0;
@@ -1202,16 +1102,14 @@ END_TEST
  * at once with status 1, saying so, and free what was running. */
 START_TEST(drain_timeout_and_second_signal)
 {
-	int pe = free_port(), pp, i, st;
+	int pp, i, st;
 	char echo_s[64], lstack[64], log[32], want[64];
 	pid_t echo, proxy, writer;
 	double t0;
 
-	snprintf(echo_s, sizeof(echo_s), "tcp://127.0.0.1:%d", pe);
-	echo = tool_bg(NULL, NULL, "listen", echo_s, "--echo", NULL);
-	wait_listening(pe);
+	echo = echo_server(echo_s, sizeof(echo_s));
 	for (i = 0; i < 2; i++) {
-		pp = free_port();
+		pp = th_free_port();
 		snprintf(lstack, sizeof(lstack), "tcp://127.0.0.1:%d", pp);
 		snprintf(log, sizeof(log), "cut%d.txt", i);
 		proxy = tool_bg(NULL, tpath(log), "proxy", "--workers", "2",
@@ -1247,7 +1145,7 @@ END_TEST
 
 START_TEST(curl_through_a_tls_terminating_proxy)
 {
-	int hport = free_port(), pport = free_port();
+	int hport = th_free_port(), pport = th_free_port();
 	char cmd[2048], lstack[512], target[64], port_s[16];
 	pid_t http, proxy;
 
@@ -1267,8 +1165,7 @@ START_TEST(curl_through_a_tls_terminating_proxy)
 	}
 	child_started(http);
 	wait_listening(hport);
-	snprintf(lstack, sizeof(lstack), "tcp://127.0.0.1:%d | tls(cert=%s, "
-	    "key=%s)", pport, tpath("a.pem"), tpath("a.key"));
+	tls_stack(lstack, sizeof(lstack), pport, "a", "");
 	snprintf(target, sizeof(target), "tcp://127.0.0.1:%d", hport);
 	proxy = tool_bg(NULL, NULL, "proxy", lstack, target, NULL);
 	wait_listening(pport);
@@ -1286,12 +1183,11 @@ END_TEST
 
 START_TEST(openssl_s_client_against_listen_echo)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char stack[512], cmd[1024];
 	pid_t pid;
 
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | tls(cert=%s, "
-	    "key=%s) | lines", port, tpath("a.pem"), tpath("a.key"));
+	tls_stack(stack, sizeof(stack), port, "a", " | lines");
 	pid = tool_bg(NULL, NULL, "listen", stack, "--echo", NULL);
 	wait_listening(port);
 	snprintf(cmd, sizeof(cmd),
@@ -1306,13 +1202,12 @@ END_TEST
 
 START_TEST(file_through_connect_into_listen_exec_sha256)
 {
-	int port = free_port();
+	int port = th_free_port();
 	char lstack[512], cmd[2048];
 	pid_t pid;
 
 	make_file("sum.txt", 8 << 20);
-	snprintf(lstack, sizeof(lstack), "tcp://127.0.0.1:%d | tls(cert=%s, "
-	    "key=%s) | zlib", port, tpath("a.pem"), tpath("a.key"));
+	tls_stack(lstack, sizeof(lstack), port, "a", " | zlib");
 	pid = tool_bg(NULL, NULL, "listen", lstack, "--exec", "sha256sum",
 	    NULL);
 	wait_listening(port);
@@ -1330,22 +1225,18 @@ START_TEST(tunnel_both_ways)
 {
 	/* client -> near proxy (plain to tcp|tls|zlib) -> far proxy (and
 	 * back to plain) -> echo: the file goes out and comes back whole */
-	int pe = free_port(), pf, pn;
-	char echo_s[64], far_l[512], far_t[64], near_l[64], near_t[512];
+	int pf, pn;
+	char echo_s[64], far_l[512], near_l[64], near_t[512];
 	char cmd[2048];
 	pid_t echo, far, near;
 
 	make_file("tunnel.txt", 8 << 20);
-	snprintf(echo_s, sizeof(echo_s), "tcp://127.0.0.1:%d", pe);
-	echo = tool_bg(NULL, NULL, "listen", echo_s, "--echo", NULL);
-	wait_listening(pe);
-	pf = free_port();
-	snprintf(far_l, sizeof(far_l), "tcp://127.0.0.1:%d | tls(cert=%s, "
-	    "key=%s) | zlib", pf, tpath("a.pem"), tpath("a.key"));
-	snprintf(far_t, sizeof(far_t), "tcp://127.0.0.1:%d", pe);
-	far = tool_bg(NULL, NULL, "proxy", far_l, far_t, NULL);
+	echo = echo_server(echo_s, sizeof(echo_s));
+	pf = th_free_port();
+	tls_stack(far_l, sizeof(far_l), pf, "a", " | zlib");
+	far = tool_bg(NULL, NULL, "proxy", far_l, echo_s, NULL);
 	wait_listening(pf);
-	pn = free_port();
+	pn = th_free_port();
 	snprintf(near_l, sizeof(near_l), "tcp://127.0.0.1:%d", pn);
 	snprintf(near_t, sizeof(near_t), "tcp://localhost:%d | tls(ca=%s) | "
 	    "zlib", pf, tpath("a.pem"));
@@ -1416,7 +1307,7 @@ END_TEST
 
 START_TEST(refused_target_proxy_keeps_serving)
 {
-	int dead = free_port(), port = free_port(), fd, i;
+	int dead = th_free_port(), port = th_free_port(), fd, i;
 	char lstack[64], target[64], buf[16], want[128];
 	pid_t pid;
 
@@ -1426,7 +1317,7 @@ START_TEST(refused_target_proxy_keeps_serving)
 	    NULL);
 	wait_listening(port);
 	for (i = 0; i < 3; i++) {
-		fd = tcp_connect_port(port);
+		fd = th_tcp_connect(port);
 		ck_assert_int_eq(write(fd, "x", 1), 1);
 		ck_assert_int_le(read_wait(fd, buf, sizeof(buf), 3000), 0);
 		close(fd);

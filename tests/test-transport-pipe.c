@@ -17,142 +17,37 @@
 #include <unistd.h>
 
 #include "frames.h"
+#include "frames-helpers.h"
 #include "helpers.h"
-
-/* ---- one end of a stream: records events, may echo ---- */
-
-struct peer {
-	struct bufferevent *top;
-	struct evbuffer *got;
-	size_t want;
-	size_t got_at_eof;
-	int enough;
-	int connected, eof, errors;
-	short last_what;
-	int echo;
-};
-
-static void
-peer_read(struct bufferevent *bev, void *arg)
-{
-	struct peer *p = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-
-	if (p->echo)
-		bufferevent_write_buffer(bev, in);
-	else
-		evbuffer_add_buffer(p->got, in);
-	if (p->want && evbuffer_get_length(p->got) >= p->want)
-		p->enough = 1;
-}
-
-static void
-peer_event(struct bufferevent *bev, short what, void *arg)
-{
-	struct peer *p = arg;
-
-	(void)bev;
-	p->last_what = what;
-	if (what & BEV_EVENT_CONNECTED)
-		p->connected++;
-	if (what & BEV_EVENT_EOF) {
-		p->eof++;
-		p->got_at_eof = evbuffer_get_length(p->got);
-	}
-	if (what & BEV_EVENT_ERROR)
-		p->errors++;
-}
-
-static struct peer *
-peer_connect(struct event_base *base, const char *stack, int opts)
-{
-	struct strata_error err;
-	struct peer *p = calloc(1, sizeof(*p));
-
-	ck_assert_ptr_nonnull(p);
-	p->top = strata_connect(base, NULL, stack, opts, &err);
-	ck_assert_msg(p->top != NULL, "connect '%s': %s", stack, err.message);
-	p->got = evbuffer_new();
-	bufferevent_setcb(p->top, peer_read, NULL, peer_event, p);
-	bufferevent_enable(p->top, EV_READ | EV_WRITE);
-	return p;
-}
-
-static void
-peer_destroy(struct peer *p)
-{
-	if (p->top)
-		bufferevent_free(p->top);
-	evbuffer_free(p->got);
-	free(p);
-}
-
-static int
-got_equals(struct peer *p, const char *s)
-{
-	size_t n = strlen(s);
-
-	return evbuffer_get_length(p->got) == n &&
-	    !memcmp(evbuffer_pullup(p->got, -1), s, n);
-}
-
-static const char *
-got_text(struct peer *p)
-{
-	static char buf[256];
-	size_t n = evbuffer_get_length(p->got);
-
-	if (n >= sizeof(buf))
-		n = sizeof(buf) - 1;
-	evbuffer_copyout(p->got, buf, n);
-	buf[n] = 0;
-	return buf;
-}
 
 /* Send @p text and wait until @p reply came back whole. */
 static void
-ask(struct event_base *base, struct peer *p, const char *text,
+ask(struct event_base *base, struct th_peer *p, const char *text,
     const char *reply)
 {
 	p->want = strlen(reply);
 	p->enough = 0;
 	bufferevent_write(p->top, text, strlen(text));
 	th_run_until(base, &p->enough, 3000, reply);
-	ck_assert_msg(got_equals(p, reply), "got '%s', expected '%s'",
-	    got_text(p), reply);
+	ck_assert_msg(th_got_equals(p, reply), "got '%s', expected '%s'",
+	    th_got_text(p), reply);
 	evbuffer_drain(p->got, evbuffer_get_length(p->got));
 	p->enough = 0;
 }
 
 static void
-exchange_frames(struct event_base *base, struct peer *c)
+exchange_frames(struct event_base *base, struct th_peer *c)
 {
 	static unsigned char big[300000];
-	struct evbuffer *payload = evbuffer_new();
+	const struct th_frame f[] = {{"four", 4}, {"", 0}, {big, sizeof(big)}};
 
 	th_pattern(big, sizeof(big), 11);
-	c->want = 3 * FRAMES_HEADER + 4 + 0 + sizeof(big);
-	ck_assert_int_eq(frames_write(c->top, "four", 4), 0);
-	ck_assert_int_eq(frames_write(c->top, "", 0), 0);
-	ck_assert_int_eq(frames_write(c->top, big, sizeof(big)), 0);
-	th_run_until(base, &c->enough, 3000, "the echoed frames");
-	ck_assert_uint_eq(evbuffer_get_length(c->got), c->want);
-	ck_assert_int_eq(frames_read(c->got, payload), 1);
-	ck_assert_uint_eq(evbuffer_get_length(payload), 4);
-	ck_assert(!memcmp(evbuffer_pullup(payload, -1), "four", 4));
-	evbuffer_drain(payload, 4);
-	ck_assert_int_eq(frames_read(c->got, payload), 1);
-	ck_assert_uint_eq(evbuffer_get_length(payload), 0);
-	ck_assert_int_eq(frames_read(c->got, payload), 1);
-	ck_assert_uint_eq(evbuffer_get_length(payload), sizeof(big));
-	ck_assert(!memcmp(evbuffer_pullup(payload, -1), big, sizeof(big)));
-	evbuffer_free(payload);
-	c->enough = 0;
+	th_frames_echo(base, c, f, 3);
 }
 
 /* Half-close: the output ends (the read side goes on). */
 static void
-finish_output(struct peer *p)
+finish_output(struct th_peer *p)
 {
 	ck_assert_int_ge(bufferevent_flush(p->top, EV_WRITE, BEV_FINISHED), 0);
 }
@@ -171,12 +66,32 @@ wait_exit_status(struct event_base *base, struct bufferevent *top, int ms)
 	return strata_exit_status(top);
 }
 
+/* The exec child exits with status 0 (within 2 s). */
+static void
+expect_exit_0(struct event_base *base, struct th_peer *p)
+{
+	int status = wait_exit_status(base, p->top, 2000);
+
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	    "status 0x%x", status);
+}
+
+/* End cat's input: it ends its output, without an error, and exits 0. */
+static void
+end_cat(struct event_base *base, struct th_peer *p)
+{
+	finish_output(p);
+	th_run_until(base, &p->eof, 3000, "EOF from cat");
+	ck_assert_int_eq(p->errors, 0);
+	expect_exit_0(base, p);
+}
+
 /* ---- pipe:R,W ---- */
 
 /* Two stacks joined by two pipes: each reads what the other writes. */
 static void
-pipes_join(struct event_base *base, const char *filters, struct peer **a,
-    struct peer **b)
+pipes_join(struct event_base *base, const char *filters, struct th_peer **a,
+    struct th_peer **b)
 {
 	char stack[128];
 	int ab[2], ba[2];
@@ -184,23 +99,23 @@ pipes_join(struct event_base *base, const char *filters, struct peer **a,
 	ck_assert_int_eq(pipe(ab), 0);
 	ck_assert_int_eq(pipe(ba), 0);
 	snprintf(stack, sizeof(stack), "pipe:%d,%d%s", ba[0], ab[1], filters);
-	*a = peer_connect(base, stack, BEV_OPT_CLOSE_ON_FREE);
+	*a = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 	snprintf(stack, sizeof(stack), "pipe:%d,%d%s", ab[0], ba[1], filters);
-	*b = peer_connect(base, stack, BEV_OPT_CLOSE_ON_FREE);
+	*b = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 	(*b)->echo = 1;
 }
 
 START_TEST(pipe_pair_lines)
 {
 	struct event_base *base = event_base_new();
-	struct peer *a, *b;
+	struct th_peer *a, *b;
 	int fds = th_count_fds();
 
 	pipes_join(base, " | lines", &a, &b);
 	bufferevent_write(a->top, "early\n", 6); /* before the loop runs */
 	a->want = 6;
 	th_run_until(base, &a->enough, 2000, "the early line");
-	ck_assert(got_equals(a, "early\n"));
+	ck_assert(th_got_equals(a, "early\n"));
 	evbuffer_drain(a->got, 6);
 	ask(base, a, "hello\nstrata over pipes\n",
 	    "hello\nstrata over pipes\n");
@@ -209,8 +124,8 @@ START_TEST(pipe_pair_lines)
 	th_run_for(base, 50);
 	ck_assert_uint_eq(evbuffer_get_length(a->got), 0);
 	ask(base, a, " - now\n", "no end yet - now\n");
-	peer_destroy(a);
-	peer_destroy(b);
+	th_peer_free(a);
+	th_peer_free(b);
 	th_run_for(base, 10);
 	ck_assert_int_eq(th_count_fds(), fds);
 	event_base_free(base);
@@ -221,7 +136,7 @@ START_TEST(pipe_pair_connected)
 {
 	/* a pipe is ready at once: CONNECTED reaches both tops */
 	struct event_base *base = event_base_new();
-	struct peer *a, *b;
+	struct th_peer *a, *b;
 
 	pipes_join(base, " | lines", &a, &b);
 	th_run_until(base, &a->connected, 1000, "CONNECTED on a pipe stack");
@@ -229,8 +144,8 @@ START_TEST(pipe_pair_connected)
 	th_run_for(base, 20);
 	ck_assert_int_eq(a->connected, 1);
 	ck_assert_int_eq(b->connected, 1);
-	peer_destroy(a);
-	peer_destroy(b);
+	th_peer_free(a);
+	th_peer_free(b);
 	event_base_free(base);
 }
 END_TEST
@@ -238,13 +153,13 @@ END_TEST
 START_TEST(pipe_pair_frames)
 {
 	struct event_base *base = event_base_new();
-	struct peer *a, *b;
+	struct th_peer *a, *b;
 
 	ck_assert_int_eq(frames_register(NULL), 0);
 	pipes_join(base, " | frames", &a, &b);
 	exchange_frames(base, a);
-	peer_destroy(a);
-	peer_destroy(b);
+	th_peer_free(a);
+	th_peer_free(b);
 	event_base_free(base);
 }
 END_TEST
@@ -252,7 +167,7 @@ END_TEST
 START_TEST(pipe_peer_address)
 {
 	struct event_base *base = event_base_new();
-	struct peer *a, *b;
+	struct th_peer *a, *b;
 	char text[64], want[64];
 	int salen = 99, rfd, wfd;
 
@@ -267,8 +182,8 @@ START_TEST(pipe_peer_address)
 	ck_assert_int_eq(strata_exit_status(a->top), -2);
 	ck_assert_int_eq(strata_peer_credentials(a->top, NULL, NULL, NULL),
 	    -1);
-	peer_destroy(a);
-	peer_destroy(b);
+	th_peer_free(a);
+	th_peer_free(b);
 	event_base_free(base);
 }
 END_TEST
@@ -279,7 +194,7 @@ struct raw {
 	int from_stack; /* read here: what the stack wrote */
 };
 
-static struct peer *
+static struct th_peer *
 raw_join(struct event_base *base, struct raw *r, const char *filters)
 {
 	char stack[128];
@@ -292,7 +207,7 @@ raw_join(struct event_base *base, struct raw *r, const char *filters)
 	ck_assert_int_eq(fcntl(out[0], F_SETFL, O_NONBLOCK), 0);
 	snprintf(stack, sizeof(stack), "pipe:%d,%d%s", in[0], out[1],
 	    filters);
-	return peer_connect(base, stack, BEV_OPT_CLOSE_ON_FREE);
+	return th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 }
 
 /* Read what the stack wrote, running the loop, until EOF or @p len bytes;
@@ -321,7 +236,7 @@ START_TEST(pipe_finish_output_keeps_reading)
 {
 	struct event_base *base = event_base_new();
 	struct raw r;
-	struct peer *p = raw_join(base, &r, " | lines");
+	struct th_peer *p = raw_join(base, &r, " | lines");
 	char buf[64];
 	int eof;
 
@@ -335,14 +250,14 @@ START_TEST(pipe_finish_output_keeps_reading)
 	ck_assert_int_eq(write(r.to_stack, "two\n", 4), 4);
 	p->want = 4;
 	th_run_until(base, &p->enough, 2000, "data after the half-close");
-	ck_assert(got_equals(p, "two\n"));
+	ck_assert(th_got_equals(p, "two\n"));
 	ck_assert_int_eq(p->eof + p->errors, 0);
 	/* until the other end closes too */
 	close(r.to_stack);
 	th_run_until(base, &p->eof, 2000, "EOF");
 	ck_assert_int_eq(p->last_what, BEV_EVENT_EOF | BEV_EVENT_READING);
 	ck_assert_int_eq(p->errors, 0);
-	peer_destroy(p);
+	th_peer_free(p);
 	close(r.from_stack);
 	event_base_free(base);
 }
@@ -352,7 +267,7 @@ START_TEST(pipe_read_eof_keeps_writing)
 {
 	struct event_base *base = event_base_new();
 	struct raw r;
-	struct peer *p = raw_join(base, &r, " | lines");
+	struct th_peer *p = raw_join(base, &r, " | lines");
 	char buf[64];
 	int eof;
 
@@ -370,7 +285,7 @@ START_TEST(pipe_read_eof_keeps_writing)
 	ck_assert_uint_eq(raw_read(base, &r, buf, sizeof(buf), &eof), 0);
 	ck_assert_int_eq(eof, 1);
 	ck_assert_int_eq(p->errors, 0);
-	peer_destroy(p);
+	th_peer_free(p);
 	close(r.from_stack);
 	event_base_free(base);
 }
@@ -491,7 +406,7 @@ wait_child(pid_t pid, int ms)
 START_TEST(pipe_stdio_child)
 {
 	struct event_base *base;
-	struct peer *p;
+	struct th_peer *p;
 	char stack[64];
 	int to[2], from[2], status;
 	pid_t pid;
@@ -510,11 +425,11 @@ START_TEST(pipe_stdio_child)
 	close(to[0]);
 	close(from[1]);
 	snprintf(stack, sizeof(stack), "pipe:%d,%d | lines", from[0], to[1]);
-	p = peer_connect(base, stack, BEV_OPT_CLOSE_ON_FREE);
+	p = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 	p->want = 16;
 	th_run_until(base, &p->enough, 3000, "the child's first line");
-	ck_assert_msg(got_equals(p, "peer=pipe:stdio\n"), "got '%s'",
-	    got_text(p));
+	ck_assert_msg(th_got_equals(p, "peer=pipe:stdio\n"), "got '%s'",
+	    th_got_text(p));
 	evbuffer_drain(p->got, 16);
 	ask(base, p, "hello\nstrata pipes\n", "HELLO\nSTRATA PIPES\n");
 	ask(base, p, "stdin and stdout\n", "STDIN AND STDOUT\n");
@@ -525,7 +440,7 @@ START_TEST(pipe_stdio_child)
 	status = wait_child(pid, 3000);
 	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 	    "child status 0x%x", status);
-	peer_destroy(p);
+	th_peer_free(p);
 	event_base_free(base);
 }
 END_TEST
@@ -535,23 +450,17 @@ END_TEST
 START_TEST(exec_cat_lines)
 {
 	struct event_base *base = event_base_new();
-	struct peer *p = peer_connect(base, "exec:cat | lines", 0);
-	int status;
+	struct th_peer *p = th_peer_connect(base, NULL, "exec:cat | lines", 0);
 
 	bufferevent_write(p->top, "queued\n", 7); /* before the loop */
 	p->want = 7;
 	th_run_until(base, &p->enough, 3000, "cat's echo");
-	ck_assert(got_equals(p, "queued\n"));
+	ck_assert(th_got_equals(p, "queued\n"));
 	evbuffer_drain(p->got, 7);
 	ask(base, p, "one\ntwo\n", "one\ntwo\n");
 	ck_assert_int_eq(strata_exit_status(p->top), -1); /* cat waits */
-	finish_output(p);
-	th_run_until(base, &p->eof, 3000, "EOF from cat");
-	ck_assert_int_eq(p->errors, 0);
-	status = wait_exit_status(base, p->top, 2000);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-	    "status 0x%x", status);
-	peer_destroy(p);
+	end_cat(base, p);
+	th_peer_free(p);
 	event_base_free(base);
 }
 END_TEST
@@ -559,12 +468,12 @@ END_TEST
 START_TEST(exec_connected)
 {
 	struct event_base *base = event_base_new();
-	struct peer *p = peer_connect(base, "exec:cat", 0);
+	struct th_peer *p = th_peer_connect(base, NULL, "exec:cat", 0);
 
 	th_run_until(base, &p->connected, 1000, "CONNECTED on an exec stack");
 	th_run_for(base, 20);
 	ck_assert_int_eq(p->connected, 1);
-	peer_destroy(p);
+	th_peer_free(p);
 	th_run_for(base, 100); /* let the reaper finish */
 	event_base_free(base);
 }
@@ -573,19 +482,14 @@ END_TEST
 START_TEST(exec_cat_frames)
 {
 	struct event_base *base = event_base_new();
-	struct peer *p;
-	int status;
+	struct th_peer *p;
 
 	ck_assert_int_eq(frames_register(NULL), 0);
-	p = peer_connect(base, "exec:cat | frames", BEV_OPT_CLOSE_ON_FREE);
+	p = th_peer_connect(base, NULL, "exec:cat | frames",
+	    BEV_OPT_CLOSE_ON_FREE);
 	exchange_frames(base, p);
-	finish_output(p);
-	th_run_until(base, &p->eof, 3000, "EOF from cat");
-	ck_assert_int_eq(p->errors, 0);
-	status = wait_exit_status(base, p->top, 2000);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-	    "status 0x%x", status);
-	peer_destroy(p);
+	end_cat(base, p);
+	th_peer_free(p);
 	event_base_free(base);
 }
 END_TEST
@@ -593,21 +497,18 @@ END_TEST
 START_TEST(exec_tr_writes_at_eof)
 {
 	struct event_base *base = event_base_new();
-	struct peer *p = peer_connect(base, "exec:tr a-z A-Z", 0);
-	int status;
+	struct th_peer *p = th_peer_connect(base, NULL, "exec:tr a-z A-Z", 0);
 
 	bufferevent_write(p->top, "hello strata\n", 13);
 	bufferevent_write(p->top, "half-close\n", 11);
 	finish_output(p);
 	th_run_until(base, &p->eof, 3000, "EOF from tr");
 	ck_assert_int_eq(p->errors, 0);
-	ck_assert_msg(got_equals(p, "HELLO STRATA\nHALF-CLOSE\n"), "got '%s'",
-	    got_text(p));
+	ck_assert_msg(th_got_equals(p, "HELLO STRATA\nHALF-CLOSE\n"),
+	    "got '%s'", th_got_text(p));
 	ck_assert_uint_eq(p->got_at_eof, 24); /* all data before EOF */
-	status = wait_exit_status(base, p->top, 2000);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-	    "status 0x%x", status);
-	peer_destroy(p);
+	expect_exit_0(base, p);
+	th_peer_free(p);
 	event_base_free(base);
 }
 END_TEST
@@ -615,7 +516,8 @@ END_TEST
 START_TEST(exec_exit_status)
 {
 	struct event_base *base = event_base_new();
-	struct peer *p = peer_connect(base, "exec:sh -c 'exit 3'", 0);
+	struct th_peer *p = th_peer_connect(base, NULL, "exec:sh -c 'exit 3'",
+	    0);
 	int status;
 
 	th_run_until(base, &p->eof, 3000, "EOF from sh");
@@ -623,7 +525,7 @@ START_TEST(exec_exit_status)
 	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 3,
 	    "status 0x%x", status);
 	ck_assert_int_eq(strata_exit_status(p->top), status); /* it stays */
-	peer_destroy(p);
+	th_peer_free(p);
 	event_base_free(base);
 }
 END_TEST
@@ -631,13 +533,14 @@ END_TEST
 START_TEST(exec_quoted_arguments)
 {
 	struct event_base *base = event_base_new();
-	struct peer *p = peer_connect(base,
+	struct th_peer *p = th_peer_connect(base, NULL,
 	    "exec:sh -c \"printf '%s|' \\\"a b\\\" 'c d'\" | lines", 0);
 
 	th_run_until(base, &p->eof, 3000, "EOF from sh");
-	ck_assert_msg(got_equals(p, "a b|c d|\n"), "got '%s'", got_text(p));
+	ck_assert_msg(th_got_equals(p, "a b|c d|\n"), "got '%s'",
+	    th_got_text(p));
 	ck_assert_int_eq(wait_exit_status(base, p->top, 2000), 0);
-	peer_destroy(p);
+	th_peer_free(p);
 	event_base_free(base);
 }
 END_TEST
@@ -660,14 +563,14 @@ exec_pid(struct bufferevent *top, const char *name)
 
 /* Free abruptly; the child must be gone (killed and reaped) in 1 s. */
 static void
-free_and_expect_gone(struct event_base *base, struct peer *p, pid_t pid)
+free_and_expect_gone(struct event_base *base, struct th_peer *p, pid_t pid)
 {
 	struct timeval start, now;
 	long ms = 0;
 	int gone = 0;
 
 	gettimeofday(&start, NULL);
-	peer_destroy(p);
+	th_peer_free(p);
 	while (!gone && ms < 1000) {
 		th_run_for(base, 20);
 		gone = kill(pid, 0) < 0 && errno == ESRCH;
@@ -686,7 +589,7 @@ free_and_expect_gone(struct event_base *base, struct peer *p, pid_t pid)
 START_TEST(exec_abrupt_free_kills_child)
 {
 	struct event_base *base = event_base_new();
-	struct peer *p = peer_connect(base, "exec:sleep 30", 0);
+	struct th_peer *p = th_peer_connect(base, NULL, "exec:sleep 30", 0);
 	pid_t pid = exec_pid(p->top, "sleep");
 
 	ck_assert_int_eq(kill(pid, 0), 0);
@@ -702,12 +605,12 @@ START_TEST(exec_abrupt_free_then_base_free)
 	/* The program ends right after the free: no loop runs any more, and
 	 * still no child, timer or memory may be left behind. */
 	struct event_base *base = event_base_new();
-	struct peer *p = peer_connect(base, "exec:sleep 30", 0);
+	struct th_peer *p = th_peer_connect(base, NULL, "exec:sleep 30", 0);
 	pid_t pid = exec_pid(p->top, "sleep");
 	int gone;
 
 	th_run_for(base, 20);
-	peer_destroy(p);
+	th_peer_free(p);
 	event_base_free(base);
 	gone = kill(pid, 0) < 0 && errno == ESRCH;
 	if (!gone) { /* do not leave it behind */
@@ -722,7 +625,7 @@ START_TEST(exec_abrupt_free_kills_stubborn_child)
 {
 	/* SIGTERM ignored: SIGKILL follows */
 	struct event_base *base = event_base_new();
-	struct peer *p = peer_connect(base,
+	struct th_peer *p = th_peer_connect(base, NULL,
 	    "exec:sh -c 'trap \"\" TERM; exec sleep 30'", 0);
 	pid_t pid = exec_pid(p->top, "sh");
 

@@ -26,162 +26,8 @@
 #include <event2/dns_struct.h>
 
 #include "frames.h"
+#include "frames-helpers.h"
 #include "helpers.h"
-
-/* ---- one end of a connection: records events, may echo ---- */
-
-struct peer {
-	struct bufferevent *top;
-	struct evbuffer *got;
-	size_t want;		/* set `enough` once got holds this much */
-	size_t got_at_eof;	/* bytes received when EOF arrived */
-	int enough;
-	int connected, eof, errors, events;
-	short last_what;
-	int echo;		/* write back everything that arrives */
-	int free_on_end;	/* free top and peer at EOF or error */
-	int *freed;		/* bumped when a free_on_end peer goes */
-};
-
-static void
-peer_read(struct bufferevent *bev, void *arg)
-{
-	struct peer *p = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-
-	if (p->echo)
-		bufferevent_write_buffer(bev, in);
-	else
-		evbuffer_add_buffer(p->got, in);
-	if (p->want && evbuffer_get_length(p->got) >= p->want)
-		p->enough = 1;
-}
-
-static void
-peer_destroy(struct peer *p)
-{
-	if (p->top)
-		bufferevent_free(p->top);
-	evbuffer_free(p->got);
-	free(p);
-}
-
-static void
-peer_event(struct bufferevent *bev, short what, void *arg)
-{
-	struct peer *p = arg;
-
-	(void)bev;
-	p->events++;
-	p->last_what = what;
-	if (what & BEV_EVENT_CONNECTED)
-		p->connected++;
-	if (what & BEV_EVENT_EOF) {
-		p->eof++;
-		p->got_at_eof = evbuffer_get_length(p->got);
-	}
-	if (what & BEV_EVENT_ERROR)
-		p->errors++;
-	if (p->free_on_end && (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
-		if (p->freed)
-			(*p->freed)++;
-		peer_destroy(p);
-	}
-}
-
-static struct peer *
-peer_new(struct bufferevent *top, int echo)
-{
-	struct peer *p = calloc(1, sizeof(*p));
-
-	ck_assert_ptr_nonnull(p);
-	p->top = top;
-	p->got = evbuffer_new();
-	p->echo = echo;
-	bufferevent_setcb(top, peer_read, NULL, peer_event, p);
-	bufferevent_enable(top, EV_READ | EV_WRITE);
-	return p;
-}
-
-/* strata_connect, and a peer on the top; fails the test with the error. */
-static struct peer *
-client_new(struct event_base *base, struct evdns_base *dns,
-    const char *stack)
-{
-	struct strata_error err;
-	struct bufferevent *top;
-
-	top = strata_connect(base, dns, stack, BEV_OPT_CLOSE_ON_FREE, &err);
-	ck_assert_msg(top != NULL, "connect '%s': %s", stack, err.message);
-	return peer_new(top, 0);
-}
-
-/* ---- a listener whose accepted stacks get peers ---- */
-
-#define MAX_PEERS 8
-
-struct server {
-	struct event_base *base;
-	struct strata_listener *l;
-	struct peer *p[MAX_PEERS];
-	int n;
-	int echo, free_on_end;
-	int accepted, freed;
-	char addr[128];
-	int port;
-};
-
-static void
-srv_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
-{
-	struct server *s = arg;
-	struct peer *p = peer_new(top, s->echo);
-
-	(void)l;
-	s->accepted++;
-	if (s->free_on_end) {
-		p->free_on_end = 1;
-		p->freed = &s->freed;
-	} else if (s->n < MAX_PEERS)
-		s->p[s->n++] = p;
-	else
-		peer_destroy(p);
-}
-
-static void
-srv_setup(struct server *s, struct event_base *base, const char *stack,
-    int echo)
-{
-	struct strata_error err;
-
-	memset(s, 0, sizeof(*s));
-	s->base = base;
-	s->echo = echo;
-	s->l = strata_listen(base, stack, BEV_OPT_CLOSE_ON_FREE, srv_accept,
-	    s, &err);
-	ck_assert_msg(s->l != NULL, "listen '%s': %s", stack, err.message);
-	ck_assert_int_gt(strata_listener_address(s->l, s->addr,
-	    sizeof(s->addr), NULL, NULL), 0);
-	s->port = strata_listener_port(s->l);
-}
-
-static void
-srv_teardown(struct server *s)
-{
-	int i;
-
-	for (i = 0; i < s->n; i++)
-		peer_destroy(s->p[i]);
-	strata_listener_free(s->l);
-}
-
-/* Wait for the first accepted peer. */
-static struct peer *
-srv_wait_peer(struct server *s)
-{
-	th_run_until(s->base, &s->n, 2000, "an accepted connection");
-	return s->p[0];
-}
 
 /* ---- small tools ---- */
 
@@ -210,36 +56,14 @@ has_ipv6_loopback(void)
 		}                                                            \
 	} while (0)
 
-/* A port on 127.0.0.1 where nothing listens (bound, then released). */
-static int
-closed_port(void)
-{
-	struct sockaddr_in a;
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	port = ntohs(a.sin_port);
-	close(fd);
-	return port;
-}
-
 /* A nonblocking connect to 127.0.0.1:port, left to complete in the kernel. */
 static int
 raw_connect(int port)
 {
-	struct sockaddr_in a;
+	struct sockaddr_in a = th_loopback(port);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
 
 	ck_assert_int_ge(fd, 0);
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_port = htons((uint16_t)port);
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	ck_assert(connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 ||
 	    errno == EINPROGRESS);
 	return fd;
@@ -257,28 +81,6 @@ sockopt_int(struct bufferevent *top, int level, int name)
 	return v;
 }
 
-static int
-got_equals(struct peer *p, const char *s)
-{
-	size_t n = strlen(s);
-
-	return evbuffer_get_length(p->got) == n &&
-	    !memcmp(evbuffer_pullup(p->got, -1), s, n);
-}
-
-static const char *
-got_text(struct peer *p)
-{
-	static char buf[256];
-	size_t n = evbuffer_get_length(p->got);
-
-	if (n >= sizeof(buf))
-		n = sizeof(buf) - 1;
-	evbuffer_copyout(p->got, buf, n);
-	buf[n] = 0;
-	return buf;
-}
-
 static long
 ms_since(const struct timeval *start)
 {
@@ -291,7 +93,7 @@ ms_since(const struct timeval *start)
 
 /* Wait for the error of a failing connect, and check its message. */
 static void
-expect_connect_error(struct event_base *base, struct peer *c,
+expect_connect_error(struct event_base *base, struct th_peer *c,
     const char *part, int ms)
 {
 	const char *msg;
@@ -310,7 +112,7 @@ expect_connect_error(struct event_base *base, struct peer *c,
 
 /* c (client stack "... | lines") to an echoing server and back. */
 static void
-exchange_lines(struct event_base *base, struct peer *c)
+exchange_lines(struct event_base *base, struct th_peer *c)
 {
 	const char *text = "hello\nstrata over tcp\n";
 
@@ -318,36 +120,33 @@ exchange_lines(struct event_base *base, struct peer *c)
 	bufferevent_write(c->top, "hello\nstrata ", 13);
 	bufferevent_write(c->top, "over tcp\n", 9);
 	th_run_until(base, &c->enough, 2000, "the echoed lines");
-	ck_assert_msg(got_equals(c, text), "got '%s'", got_text(c));
+	ck_assert_msg(th_got_equals(c, text), "got '%s'", th_got_text(c));
 	evbuffer_drain(c->got, evbuffer_get_length(c->got));
 	c->enough = 0;
 }
 
+/* A client on @p fmt (a stack with a %d for @p port) to an echoing
+ * lines server: its lines come back. */
 static void
-exchange_frames(struct event_base *base, struct peer *c)
+lines_echoed(struct event_base *base, const char *fmt, int port)
+{
+	struct th_peer *c;
+	char stack[128];
+
+	snprintf(stack, sizeof(stack), fmt, port);
+	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
+	exchange_lines(base, c);
+	th_peer_free(c);
+}
+
+static void
+exchange_frames(struct event_base *base, struct th_peer *c)
 {
 	static unsigned char big[100000];
-	struct evbuffer *payload = evbuffer_new();
+	const struct th_frame f[] = {{"one", 3}, {NULL, 0}, {big, sizeof(big)}};
 
 	th_pattern(big, sizeof(big), 7);
-	c->want = 3 * FRAMES_HEADER + 3 + 0 + sizeof(big);
-	ck_assert_int_eq(frames_write(c->top, "one", 3), 0);
-	ck_assert_int_eq(frames_write(c->top, NULL, 0), 0);
-	ck_assert_int_eq(frames_write(c->top, big, sizeof(big)), 0);
-	th_run_until(base, &c->enough, 3000, "the echoed frames");
-	ck_assert_uint_eq(evbuffer_get_length(c->got), c->want);
-	ck_assert_int_eq(frames_read(c->got, payload), 1);
-	ck_assert_uint_eq(evbuffer_get_length(payload), 3);
-	ck_assert(!memcmp(evbuffer_pullup(payload, -1), "one", 3));
-	evbuffer_drain(payload, 3);
-	ck_assert_int_eq(frames_read(c->got, payload), 1);
-	ck_assert_uint_eq(evbuffer_get_length(payload), 0);
-	ck_assert_int_eq(frames_read(c->got, payload), 1);
-	ck_assert_uint_eq(evbuffer_get_length(payload), sizeof(big));
-	ck_assert(!memcmp(evbuffer_pullup(payload, -1), big, sizeof(big)));
-	ck_assert_int_eq(frames_read(c->got, payload), 0);
-	evbuffer_free(payload);
-	c->enough = 0;
+	th_frames_echo(base, c, f, 3);
 }
 
 /* ---- loopback connections ---- */
@@ -355,32 +154,32 @@ exchange_frames(struct event_base *base, struct peer *c)
 START_TEST(ipv4_lines_and_connected)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
-	struct peer *c, *sp;
+	struct th_server s;
+	struct th_peer *c, *sp;
 	char stack[128];
 
-	srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
+	th_srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
 	ck_assert_int_gt(s.port, 0);
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
-	c = client_new(base, NULL, stack);
+	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 	/* written before the connection exists: queued, then delivered */
 	c->want = 6;
 	bufferevent_write(c->top, "early\n", 6);
 	th_run_until(base, &c->connected, 2000, "CONNECTED on the client");
 	ck_assert_int_eq(c->connected, 1);
 	th_run_until(base, &c->enough, 2000, "the early line echoed");
-	ck_assert_msg(got_equals(c, "early\n"), "got '%s'", got_text(c));
+	ck_assert_msg(th_got_equals(c, "early\n"), "got '%s'", th_got_text(c));
 	evbuffer_drain(c->got, 6);
 	c->enough = 0;
-	sp = srv_wait_peer(&s);
+	sp = th_srv_wait_peer(&s);
 	th_run_until(base, &sp->connected, 1000, "CONNECTED on the accepted");
 	exchange_lines(base, c);
 	th_run_for(base, 20);
 	ck_assert_int_eq(c->connected, 1);
 	ck_assert_int_eq(sp->connected, 1);
 	ck_assert_int_eq(c->errors + sp->errors, 0);
-	peer_destroy(c);
-	srv_teardown(&s);
+	th_peer_free(c);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
@@ -391,24 +190,24 @@ END_TEST
 START_TEST(finish_while_connecting)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
-	struct peer *c, *sp;
+	struct th_server s;
+	struct th_peer *c, *sp;
 	char stack[128];
 
-	srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 0);
+	th_srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 0);
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
-	c = client_new(base, NULL, stack);
+	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_write(c->top, "only\n", 5);
 	ck_assert_int_ge(bufferevent_flush(c->top, EV_WRITE, BEV_FINISHED), 0);
 	ck_assert_int_eq(c->connected, 0);
-	sp = srv_wait_peer(&s);
+	sp = th_srv_wait_peer(&s);
 	th_run_until(base, &sp->eof, 2000, "EOF at the server");
-	ck_assert_msg(got_equals(sp, "only\n"), "got '%s'", got_text(sp));
+	ck_assert_msg(th_got_equals(sp, "only\n"), "got '%s'", th_got_text(sp));
 	ck_assert_int_eq(sp->errors + c->errors, 0);
 	ck_assert_int_eq(c->connected, 1);
-	peer_destroy(c);
+	th_peer_free(c);
 	/* nothing written: the end alone */
-	c = client_new(base, NULL, stack);
+	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 	ck_assert_int_ge(bufferevent_flush(c->top, EV_WRITE, BEV_FINISHED), 0);
 	th_run_until(base, &c->connected, 2000, "CONNECTED on the client");
 	th_run_until(base, &s.n, 2000, "a second connection");
@@ -416,8 +215,8 @@ START_TEST(finish_while_connecting)
 		th_run_for(base, 10);
 	th_run_until(base, &s.p[1]->eof, 2000, "EOF at the server");
 	ck_assert_int_eq(s.p[1]->errors + c->errors, 0);
-	peer_destroy(c);
-	srv_teardown(&s);
+	th_peer_free(c);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
@@ -429,12 +228,12 @@ START_TEST(prepared_stack_connects_many)
 	struct event_base *base = event_base_new();
 	struct strata_error err;
 	struct strata_stack *st;
-	struct server s;
-	struct peer *c[3];
+	struct th_server s;
+	struct th_peer *c[3];
 	char stack[128];
 	int i;
 
-	srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
+	th_srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
 	st = strata_stack_new(stack, &err);
 	ck_assert_msg(st != NULL, "%s", err.message);
@@ -442,20 +241,20 @@ START_TEST(prepared_stack_connects_many)
 		struct bufferevent *top = strata_stack_connect(st, base, NULL,
 		    BEV_OPT_CLOSE_ON_FREE, &err);
 		ck_assert_msg(top != NULL, "%s", err.message);
-		c[i] = peer_new(top, 0);
+		c[i] = th_peer_new(top, 0);
 	}
 	strata_stack_free(st);
 	for (i = 0; i < 3; i++) {
 		c[i]->want = 4;
 		bufferevent_write(c[i]->top, i == 1 ? "two\n" : "one\n", 4);
 		th_run_until(base, &c[i]->enough, 2000, "the echo");
-		ck_assert(got_equals(c[i], i == 1 ? "two\n" : "one\n"));
-		peer_destroy(c[i]);
+		ck_assert(th_got_equals(c[i], i == 1 ? "two\n" : "one\n"));
+		th_peer_free(c[i]);
 	}
 	ck_assert_ptr_null(strata_stack_new("tcp://127.0.0.1:1 | nope", &err));
 	ck_assert_msg(strstr(err.message, "nope"), "%s", err.message);
 	ck_assert_ptr_null(strata_stack_new("lines", &err));
-	srv_teardown(&s);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
@@ -463,26 +262,23 @@ END_TEST
 START_TEST(ipv4_frames)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
-	struct peer *c;
+	struct th_server s;
+	struct th_peer *c;
 	char stack[128];
 
 	ck_assert_int_eq(frames_register(NULL), 0);
-	srv_setup(&s, base, "tcp://127.0.0.1:0 | frames", 1);
+	th_srv_setup(&s, base, "tcp://127.0.0.1:0 | frames", 1);
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | frames", s.port);
-	c = client_new(base, NULL, stack);
+	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 	exchange_frames(base, c);
 	/* and lines on top of frames in stream mode */
-	peer_destroy(c);
-	srv_teardown(&s);
-	srv_setup(&s, base, "tcp://127.0.0.1:0 | frames(mode=stream) | lines",
-	    1);
-	snprintf(stack, sizeof(stack),
-	    "tcp://127.0.0.1:%d | frames(mode=stream) | lines", s.port);
-	c = client_new(base, NULL, stack);
-	exchange_lines(base, c);
-	peer_destroy(c);
-	srv_teardown(&s);
+	th_peer_free(c);
+	th_srv_teardown(&s);
+	th_srv_setup(&s, base,
+	    "tcp://127.0.0.1:0 | frames(mode=stream) | lines", 1);
+	lines_echoed(base, "tcp://127.0.0.1:%d | frames(mode=stream) | lines",
+	    s.port);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
@@ -490,19 +286,19 @@ END_TEST
 START_TEST(ipv6_loopback)
 {
 	struct event_base *base;
-	struct server s;
-	struct peer *c, *sp;
+	struct th_server s;
+	struct th_peer *c, *sp;
 	struct sockaddr_in6 a6;
 	int salen = sizeof(a6);
 	char stack[128], text[128];
 
 	SKIP_WITHOUT_IPV6();
 	base = event_base_new();
-	srv_setup(&s, base, "tcp://[::1]:0 | lines", 1);
+	th_srv_setup(&s, base, "tcp://[::1]:0 | lines", 1);
 	snprintf(text, sizeof(text), "[::1]:%d", s.port);
 	ck_assert_str_eq(s.addr, text);
 	snprintf(stack, sizeof(stack), "tcp://[::1]:%d | lines", s.port);
-	c = client_new(base, NULL, stack);
+	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 	exchange_lines(base, c);
 	ck_assert_int_gt(strata_peer_address(c->top, text, sizeof(text),
 	    (struct sockaddr *)&a6, &salen), 0);
@@ -511,12 +307,12 @@ START_TEST(ipv6_loopback)
 	ck_assert_int_eq(a6.sin6_family, AF_INET6);
 	ck_assert_int_eq(ntohs(a6.sin6_port), s.port);
 	ck_assert(IN6_IS_ADDR_LOOPBACK(&a6.sin6_addr));
-	sp = srv_wait_peer(&s);
+	sp = th_srv_wait_peer(&s);
 	ck_assert_int_gt(strata_peer_address(sp->top, text, sizeof(text),
 	    NULL, NULL), 0);
 	ck_assert_msg(!strncmp(text, "[::1]:", 6), "accepted peer '%s'", text);
-	peer_destroy(c);
-	srv_teardown(&s);
+	th_peer_free(c);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
@@ -527,21 +323,21 @@ START_TEST(localhost_private_resolver)
 	 * resolver strata makes when given none; the listener is IPv4 only,
 	 * so if the name also gave ::1 that address is refused first. */
 	struct event_base *base = event_base_new();
-	struct server s;
-	struct peer *c;
+	struct th_server s;
+	struct th_peer *c;
 	char stack[128], text[64], want[64];
 
-	srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
+	th_srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
 	snprintf(stack, sizeof(stack), "tcp://localhost:%d | lines", s.port);
-	c = client_new(base, NULL, stack);
+	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 	th_run_until(base, &c->connected, 3000, "CONNECTED to localhost");
 	exchange_lines(base, c);
 	ck_assert_int_gt(strata_peer_address(c->top, text, sizeof(text),
 	    NULL, NULL), 0);
 	snprintf(want, sizeof(want), "127.0.0.1:%d", s.port);
 	ck_assert_str_eq(text, want);
-	peer_destroy(c);
-	srv_teardown(&s);
+	th_peer_free(c);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
@@ -551,19 +347,19 @@ START_TEST(localhost_own_resolver)
 	/* the same through the caller's evdns base (hosts from /etc/hosts) */
 	struct event_base *base = event_base_new();
 	struct evdns_base *dns = evdns_base_new(base, 0);
-	struct server s;
-	struct peer *c;
+	struct th_server s;
+	struct th_peer *c;
 	char stack[128];
 
 	ck_assert_ptr_nonnull(dns);
 	ck_assert_int_eq(evdns_base_load_hosts(dns, NULL), 0);
-	srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
+	th_srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
 	snprintf(stack, sizeof(stack), "tcp://localhost:%d | lines", s.port);
-	c = client_new(base, dns, stack);
+	c = th_peer_connect(base, dns, stack, BEV_OPT_CLOSE_ON_FREE);
 	th_run_until(base, &c->connected, 3000, "CONNECTED to localhost");
 	exchange_lines(base, c);
-	peer_destroy(c);
-	srv_teardown(&s);
+	th_peer_free(c);
+	th_srv_teardown(&s);
 	th_run_for(base, 10);
 	evdns_base_free(dns, 0);
 	event_base_free(base);
@@ -592,8 +388,8 @@ START_TEST(name_tries_each_address)
 	 * are refused and the third connects. */
 	struct event_base *base = event_base_new();
 	struct evdns_base *dns = evdns_base_new(base, 0);
-	struct server s;
-	struct peer *c;
+	struct th_server s;
+	struct th_peer *c;
 	char stack[128], text[64], want[64];
 	const char *path;
 
@@ -603,10 +399,10 @@ START_TEST(name_tries_each_address)
 			  "127.0.0.1 multi.strata.test\n");
 	ck_assert_int_eq(evdns_base_load_hosts(dns, path), 0);
 	unlink(path);
-	srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
+	th_srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
 	snprintf(stack, sizeof(stack), "tcp://multi.strata.test:%d | lines",
 	    s.port);
-	c = client_new(base, dns, stack);
+	c = th_peer_connect(base, dns, stack, BEV_OPT_CLOSE_ON_FREE);
 	th_run_until(base, &c->connected, 3000, "CONNECTED to the 3rd address");
 	ck_assert_int_eq(c->errors, 0);
 	exchange_lines(base, c);
@@ -614,8 +410,8 @@ START_TEST(name_tries_each_address)
 	    NULL, NULL), 0);
 	snprintf(want, sizeof(want), "127.0.0.1:%d", s.port);
 	ck_assert_str_eq(text, want);
-	peer_destroy(c);
-	srv_teardown(&s);
+	th_peer_free(c);
+	th_srv_teardown(&s);
 	evdns_base_free(dns, 0);
 	event_base_free(base);
 }
@@ -625,23 +421,23 @@ START_TEST(name_all_addresses_refused)
 {
 	struct event_base *base = event_base_new();
 	struct evdns_base *dns = evdns_base_new(base, 0);
-	struct peer *c;
+	struct th_peer *c;
 	char stack[128];
 	const char *path;
-	int port = closed_port();
+	int port = th_free_port();
 
 	path = hosts_file("127.0.0.2 two.strata.test\n"
 			  "127.0.0.1 two.strata.test\n");
 	ck_assert_int_eq(evdns_base_load_hosts(dns, path), 0);
 	unlink(path);
 	snprintf(stack, sizeof(stack), "tcp://two.strata.test:%d", port);
-	c = client_new(base, dns, stack);
+	c = th_peer_connect(base, dns, stack, BEV_OPT_CLOSE_ON_FREE);
 	expect_connect_error(base, c, "Connection refused", 3000);
 	ck_assert_msg(strstr(strata_last_error(c->top), "two.strata.test") !=
 	    NULL, "'%s' does not name the host", strata_last_error(c->top));
 	th_run_for(base, 20);
 	ck_assert_int_eq(c->errors, 1);
-	peer_destroy(c);
+	th_peer_free(c);
 	evdns_base_free(dns, 0);
 	event_base_free(base);
 }
@@ -713,9 +509,7 @@ fake_dns_start(struct event_base *base, struct fake_dns *f, int silent)
 
 	memset(f, 0, sizeof(*f));
 	f->silent = silent;
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	a = th_loopback(0);
 	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
 	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
 	f->port = evdns_add_server_port_with_base(base, fd, 0, fake_dns_cb, f);
@@ -745,15 +539,16 @@ START_TEST(name_does_not_resolve)
 	struct event_base *base = event_base_new();
 	struct fake_dns f;
 	struct evdns_base *dns = fake_dns_start(base, &f, 0);
-	struct peer *c;
+	struct th_peer *c;
 
-	c = client_new(base, dns, "tcp://nonexistent.invalid:80 | lines");
+	c = th_peer_connect(base, dns, "tcp://nonexistent.invalid:80 | lines",
+	    BEV_OPT_CLOSE_ON_FREE);
 	expect_connect_error(base, c, "cannot resolve 'nonexistent.invalid'",
 	    3000);
 	ck_assert_msg(!strncmp(strata_last_error(c->top), "tcp: ", 5),
 	    "'%s' does not name the layer", strata_last_error(c->top));
 	ck_assert_int_gt(f.queries, 0);
-	peer_destroy(c);
+	th_peer_free(c);
 	fake_dns_stop(&f, dns);
 	event_base_free(base);
 }
@@ -765,11 +560,12 @@ START_TEST(free_while_resolving_own_dns)
 	struct event_base *base = event_base_new();
 	struct fake_dns f;
 	struct evdns_base *dns = fake_dns_start(base, &f, 1);
-	struct peer *c;
+	struct th_peer *c;
 
-	c = client_new(base, dns, "tcp://slow.strata.test:80");
+	c = th_peer_connect(base, dns, "tcp://slow.strata.test:80",
+	    BEV_OPT_CLOSE_ON_FREE);
 	th_run_until(base, &f.queries, 2000, "the DNS query");
-	peer_destroy(c);
+	th_peer_free(c);
 	th_run_for(base, 50);
 	fake_dns_stop(&f, dns);
 	th_run_for(base, 10);
@@ -784,15 +580,15 @@ START_TEST(timeout_while_resolving)
 	struct event_base *base = event_base_new();
 	struct fake_dns f;
 	struct evdns_base *dns = fake_dns_start(base, &f, 0);
-	struct server s;
-	struct peer *c;
+	struct th_server s;
+	struct th_peer *c;
 	char stack[128];
 
 	f.late_ms = 300;
-	srv_setup(&s, base, "tcp://127.0.0.1:0", 0);
+	th_srv_setup(&s, base, "tcp://127.0.0.1:0", 0);
 	snprintf(stack, sizeof(stack),
 	    "tcp://late.strata.test:%d(timeout=100ms)", s.port);
-	c = client_new(base, dns, stack);
+	c = th_peer_connect(base, dns, stack, BEV_OPT_CLOSE_ON_FREE);
 	expect_connect_error(base, c, "timed out", 2000);
 	ck_assert_msg(strstr(strata_last_error(c->top), "late.strata.test") !=
 	    NULL, "'%s'", strata_last_error(c->top));
@@ -801,8 +597,8 @@ START_TEST(timeout_while_resolving)
 	ck_assert_int_eq(s.accepted, 0);
 	ck_assert_int_eq(c->errors, 1);
 	ck_assert_int_eq(c->connected, 0);
-	peer_destroy(c);
-	srv_teardown(&s);
+	th_peer_free(c);
+	th_srv_teardown(&s);
 	th_run_for(base, 10);
 	fake_dns_stop(&f, dns);
 	event_base_free(base);
@@ -813,7 +609,7 @@ END_TEST
  * (both were made active, in this order): the query is out, no answer can
  * have been read yet. */
 struct free_now {
-	struct peer *c;
+	struct th_peer *c;
 	int events_before;
 	int done;
 };
@@ -826,7 +622,7 @@ free_now_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	f->events_before = f->c->errors + f->c->connected;
-	peer_destroy(f->c);
+	th_peer_free(f->c);
 	f->done = 1;
 }
 
@@ -839,7 +635,8 @@ START_TEST(free_while_resolving_private_dns)
 	struct free_now f = {NULL, 0, 0};
 	struct event *ev;
 
-	f.c = client_new(base, NULL, "tcp://slow.strata.invalid:80");
+	f.c = th_peer_connect(base, NULL, "tcp://slow.strata.invalid:80",
+	    BEV_OPT_CLOSE_ON_FREE);
 	ev = event_new(base, -1, 0, free_now_cb, &f);
 	event_active(ev, EV_TIMEOUT, 1);
 	th_run_until(base, &f.done, 1000, "the free");
@@ -855,13 +652,13 @@ END_TEST
 START_TEST(listen_port_zero_and_address)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
+	struct th_server s;
 	struct sockaddr_in a;
 	struct sockaddr_storage ss;
 	int salen = sizeof(a), tiny = 4;
 	char want[64];
 
-	srv_setup(&s, base, "tcp://127.0.0.1:0", 0);
+	th_srv_setup(&s, base, "tcp://127.0.0.1:0", 0);
 	ck_assert_int_gt(s.port, 0);
 	ck_assert_int_lt(s.port, 65536);
 	snprintf(want, sizeof(want), "127.0.0.1:%d", s.port);
@@ -878,7 +675,7 @@ START_TEST(listen_port_zero_and_address)
 	ck_assert_int_eq(strata_listener_port(NULL), -1);
 	ck_assert_int_eq(strata_listener_address(NULL, want, sizeof(want),
 	    NULL, NULL), -1);
-	srv_teardown(&s);
+	th_srv_teardown(&s);
 	strata_listener_free(NULL);
 	event_base_free(base);
 }
@@ -888,19 +685,14 @@ START_TEST(listen_any_empty_host)
 {
 	/* "tcp://:0": every address; IPv4 loopback reaches it */
 	struct event_base *base = event_base_new();
-	struct server s;
-	struct peer *c;
-	char stack[128];
+	struct th_server s;
 
-	srv_setup(&s, base, "tcp://:0 | lines", 1);
+	th_srv_setup(&s, base, "tcp://:0 | lines", 1);
 	ck_assert_int_gt(s.port, 0);
 	ck_assert_msg(!strncmp(s.addr, "0.0.0.0:", 8) ||
 	    !strncmp(s.addr, "[::]:", 5), "address '%s'", s.addr);
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
-	c = client_new(base, NULL, stack);
-	exchange_lines(base, c);
-	peer_destroy(c);
-	srv_teardown(&s);
+	lines_echoed(base, "tcp://127.0.0.1:%d | lines", s.port);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
@@ -908,20 +700,16 @@ END_TEST
 START_TEST(listen_any_ipv6)
 {
 	struct event_base *base;
-	struct server s;
-	struct peer *c;
-	char stack[128], want[64];
+	struct th_server s;
+	char want[64];
 
 	SKIP_WITHOUT_IPV6();
 	base = event_base_new();
-	srv_setup(&s, base, "tcp://[::]:0 | lines", 1);
+	th_srv_setup(&s, base, "tcp://[::]:0 | lines", 1);
 	snprintf(want, sizeof(want), "[::]:%d", s.port);
 	ck_assert_str_eq(s.addr, want);
-	snprintf(stack, sizeof(stack), "tcp://[::1]:%d | lines", s.port);
-	c = client_new(base, NULL, stack);
-	exchange_lines(base, c);
-	peer_destroy(c);
-	srv_teardown(&s);
+	lines_echoed(base, "tcp://[::1]:%d | lines", s.port);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
@@ -929,14 +717,14 @@ END_TEST
 START_TEST(listen_address_in_use)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
+	struct th_server s;
 	struct strata_error err;
 	struct strata_listener *l2;
 	char stack[128];
 
-	srv_setup(&s, base, "tcp://127.0.0.1:0", 0);
+	th_srv_setup(&s, base, "tcp://127.0.0.1:0", 0);
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", s.port);
-	l2 = strata_listen(base, stack, 0, srv_accept, &s, &err);
+	l2 = strata_listen(base, stack, 0, th_srv_accept, &s, &err);
 	ck_assert_ptr_null(l2);
 	ck_assert_int_eq(err.code, STRATA_ERR_SYSTEM);
 	ck_assert_int_eq(err.sys_errno, EADDRINUSE);
@@ -945,7 +733,7 @@ START_TEST(listen_address_in_use)
 	ck_assert_msg(!strncmp(err.message, "tcp: ", 5), "'%s'", err.message);
 	ck_assert_msg(strstr(err.message, stack + 6) != NULL,
 	    "'%s' does not name the address", err.message);
-	srv_teardown(&s);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
@@ -953,32 +741,28 @@ END_TEST
 START_TEST(listen_reuseport)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
+	struct th_server s;
 	struct strata_error err;
 	struct strata_listener *l2, *l3;
-	struct peer *c;
 	char stack[128];
 
-	srv_setup(&s, base, "tcp://127.0.0.1:0(reuseport=yes) | lines", 1);
+	th_srv_setup(&s, base, "tcp://127.0.0.1:0(reuseport=yes) | lines", 1);
 	snprintf(stack, sizeof(stack),
 	    "tcp://127.0.0.1:%d(reuseport=yes) | lines", s.port);
-	l2 = strata_listen(base, stack, 0, srv_accept, &s, &err);
+	l2 = strata_listen(base, stack, 0, th_srv_accept, &s, &err);
 	ck_assert_msg(l2 != NULL, "second reuseport listener: %s",
 	    err.message);
 	ck_assert_int_eq(strata_listener_port(l2), s.port);
 	/* without the option the port is taken */
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", s.port);
-	l3 = strata_listen(base, stack, 0, srv_accept, &s, &err);
+	l3 = strata_listen(base, stack, 0, th_srv_accept, &s, &err);
 	ck_assert_ptr_null(l3);
 	ck_assert_msg(strstr(err.message, "Address already in use") != NULL,
 	    "'%s'", err.message);
 	/* either listener serves */
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
-	c = client_new(base, NULL, stack);
-	exchange_lines(base, c);
-	peer_destroy(c);
+	lines_echoed(base, "tcp://127.0.0.1:%d | lines", s.port);
 	strata_listener_free(l2);
-	srv_teardown(&s);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
@@ -986,23 +770,18 @@ END_TEST
 START_TEST(listen_backlog_option)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
+	struct th_server s;
 	struct strata_error err;
-	struct peer *c;
-	char stack[128];
 
-	srv_setup(&s, base, "tcp://127.0.0.1:0(backlog=16) | lines", 1);
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
-	c = client_new(base, NULL, stack);
-	exchange_lines(base, c);
-	peer_destroy(c);
-	srv_teardown(&s);
+	th_srv_setup(&s, base, "tcp://127.0.0.1:0(backlog=16) | lines", 1);
+	lines_echoed(base, "tcp://127.0.0.1:%d | lines", s.port);
+	th_srv_teardown(&s);
 	ck_assert_ptr_null(strata_listen(base, "tcp://127.0.0.1:0(backlog=0)",
-	    0, srv_accept, &s, &err));
+	    0, th_srv_accept, &s, &err));
 	ck_assert_msg(strstr(err.message, "backlog") != NULL, "'%s'",
 	    err.message);
 	ck_assert_ptr_null(strata_listen(base, "tcp://127.0.0.1:0(bogus=1)",
-	    0, srv_accept, &s, &err));
+	    0, th_srv_accept, &s, &err));
 	ck_assert_msg(strstr(err.message, "bogus") != NULL, "'%s'",
 	    err.message);
 	event_base_free(base);
@@ -1011,33 +790,36 @@ END_TEST
 
 /* ---- socket options ---- */
 
+/* Connect a client with the tcp options @p copts to a listener with
+ * @p lopts ("(k=v)" or ""): the socket option @p level/@p name is set
+ * (nonzero) on both ends when @p on, off on both when not. */
+static void
+sockopt_both_ends(struct event_base *base, const char *lopts,
+    const char *copts, int level, int name, int on)
+{
+	struct th_server s;
+	struct th_peer *c, *sp;
+	char stack[128];
+
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:0%s", lopts);
+	th_srv_setup(&s, base, stack, 1);
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d%s", s.port, copts);
+	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
+	th_run_until(base, &c->connected, 2000, "CONNECTED");
+	sp = th_srv_wait_peer(&s);
+	ck_assert_int_eq(sockopt_int(c->top, level, name) != 0, on);
+	ck_assert_int_eq(sockopt_int(sp->top, level, name) != 0, on);
+	th_peer_free(c);
+	th_srv_teardown(&s);
+}
+
 START_TEST(nodelay_default_and_off)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
-	struct peer *c, *sp;
-	char stack[128];
 
-	srv_setup(&s, base, "tcp://127.0.0.1:0", 1);
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", s.port);
-	c = client_new(base, NULL, stack);
-	th_run_until(base, &c->connected, 2000, "CONNECTED");
-	sp = srv_wait_peer(&s);
-	ck_assert_int_ne(sockopt_int(c->top, IPPROTO_TCP, TCP_NODELAY), 0);
-	ck_assert_int_ne(sockopt_int(sp->top, IPPROTO_TCP, TCP_NODELAY), 0);
-	peer_destroy(c);
-	srv_teardown(&s);
-
-	srv_setup(&s, base, "tcp://127.0.0.1:0(nodelay=no)", 1);
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d(nodelay=no)",
-	    s.port);
-	c = client_new(base, NULL, stack);
-	th_run_until(base, &c->connected, 2000, "CONNECTED");
-	sp = srv_wait_peer(&s);
-	ck_assert_int_eq(sockopt_int(c->top, IPPROTO_TCP, TCP_NODELAY), 0);
-	ck_assert_int_eq(sockopt_int(sp->top, IPPROTO_TCP, TCP_NODELAY), 0);
-	peer_destroy(c);
-	srv_teardown(&s);
+	sockopt_both_ends(base, "", "", IPPROTO_TCP, TCP_NODELAY, 1);
+	sockopt_both_ends(base, "(nodelay=no)", "(nodelay=no)", IPPROTO_TCP,
+	    TCP_NODELAY, 0);
 	event_base_free(base);
 }
 END_TEST
@@ -1045,30 +827,10 @@ END_TEST
 START_TEST(keepalive_default_and_off)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
-	struct peer *c, *sp;
-	char stack[128];
 
-	srv_setup(&s, base, "tcp://127.0.0.1:0", 1);
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", s.port);
-	c = client_new(base, NULL, stack);
-	th_run_until(base, &c->connected, 2000, "CONNECTED");
-	sp = srv_wait_peer(&s);
-	ck_assert_int_ne(sockopt_int(c->top, SOL_SOCKET, SO_KEEPALIVE), 0);
-	ck_assert_int_ne(sockopt_int(sp->top, SOL_SOCKET, SO_KEEPALIVE), 0);
-	peer_destroy(c);
-	srv_teardown(&s);
-
-	srv_setup(&s, base, "tcp://127.0.0.1:0(keepalive=no)", 1);
-	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d(keepalive=off)",
-	    s.port);
-	c = client_new(base, NULL, stack);
-	th_run_until(base, &c->connected, 2000, "CONNECTED");
-	sp = srv_wait_peer(&s);
-	ck_assert_int_eq(sockopt_int(c->top, SOL_SOCKET, SO_KEEPALIVE), 0);
-	ck_assert_int_eq(sockopt_int(sp->top, SOL_SOCKET, SO_KEEPALIVE), 0);
-	peer_destroy(c);
-	srv_teardown(&s);
+	sockopt_both_ends(base, "", "", SOL_SOCKET, SO_KEEPALIVE, 1);
+	sockopt_both_ends(base, "(keepalive=no)", "(keepalive=off)",
+	    SOL_SOCKET, SO_KEEPALIVE, 0);
 	event_base_free(base);
 }
 END_TEST
@@ -1081,37 +843,29 @@ START_TEST(connect_timeout)
 	 * fills its queue, the kernel drops further SYNs and a connect
 	 * hangs until strata's timer fires. */
 	struct event_base *base = event_base_new();
-	struct sockaddr_in a;
-	socklen_t len = sizeof(a);
 	struct timeval start;
-	struct peer *c;
+	struct th_peer *c;
 	char stack[128];
-	int lfd = socket(AF_INET, SOCK_STREAM, 0), fill[3], i;
+	int port, lfd = th_tcp_listen(0, &port), fill[3], i;
 	long waited;
 
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-	ck_assert_int_eq(listen(lfd, 0), 0);
-	ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&a, &len), 0);
 	for (i = 0; i < 3; i++)
-		fill[i] = raw_connect(ntohs(a.sin_port));
+		fill[i] = raw_connect(port);
 	usleep(50000);
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d(timeout=200ms)",
-	    ntohs(a.sin_port));
+	    port);
 	gettimeofday(&start, NULL);
-	c = client_new(base, NULL, stack);
+	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 	expect_connect_error(base, c, "timed out", 3000);
 	waited = ms_since(&start);
 	ck_assert_msg(waited >= 150 && waited < 2000, "failed after %ld ms",
 	    waited);
-	snprintf(stack, sizeof(stack), "127.0.0.1:%d", ntohs(a.sin_port));
+	snprintf(stack, sizeof(stack), "127.0.0.1:%d", port);
 	ck_assert_msg(strstr(strata_last_error(c->top), stack) != NULL,
 	    "'%s' does not name the address", strata_last_error(c->top));
 	th_run_for(base, 20);
 	ck_assert_int_eq(c->errors, 1);
-	peer_destroy(c);
+	th_peer_free(c);
 	for (i = 0; i < 3; i++)
 		close(fill[i]);
 	close(lfd);
@@ -1123,12 +877,12 @@ START_TEST(connect_refused)
 {
 	struct event_base *base = event_base_new();
 	struct strata_error err;
-	struct peer *c;
+	struct th_peer *c;
 	char stack[128], want[64];
-	int port = closed_port();
+	int port = th_free_port();
 
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", port);
-	c = client_new(base, NULL, stack);
+	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 	expect_connect_error(base, c, "Connection refused", 2000);
 	snprintf(want, sizeof(want), "tcp: connect to 127.0.0.1:%d", port);
 	ck_assert_msg(!strncmp(strata_last_error(c->top), want, strlen(want)),
@@ -1137,7 +891,7 @@ START_TEST(connect_refused)
 	ck_assert_int_eq(err.sys_errno, ECONNREFUSED);
 	th_run_for(base, 20);
 	ck_assert_int_eq(c->errors, 1);
-	peer_destroy(c);
+	th_peer_free(c);
 	event_base_free(base);
 }
 END_TEST
@@ -1188,16 +942,16 @@ END_TEST
 START_TEST(peer_address_both_sides)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
-	struct peer *c, *sp;
+	struct th_server s;
+	struct th_peer *c, *sp;
 	struct sockaddr_in a, local;
 	socklen_t llen = sizeof(local);
 	int salen;
 	char stack[128], text[64], want[64];
 
-	srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
+	th_srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
-	c = client_new(base, NULL, stack);
+	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 	/* no peer while connecting */
 	ck_assert_int_eq(strata_peer_address(c->top, text, sizeof(text),
 	    NULL, NULL), -1);
@@ -1214,7 +968,7 @@ START_TEST(peer_address_both_sides)
 	/* the accepted side sees the client's own address */
 	ck_assert_int_eq(getsockname(bufferevent_getfd(strata_transport(
 	    c->top)), (struct sockaddr *)&local, &llen), 0);
-	sp = srv_wait_peer(&s);
+	sp = th_srv_wait_peer(&s);
 	salen = sizeof(a);
 	ck_assert_int_gt(strata_peer_address(sp->top, text, sizeof(text),
 	    (struct sockaddr *)&a, &salen), 0);
@@ -1226,47 +980,33 @@ START_TEST(peer_address_both_sides)
 	ck_assert_int_eq(strata_peer_credentials(c->top, NULL, NULL, NULL),
 	    -1);
 	ck_assert_int_eq(strata_exit_status(c->top), -2);
-	peer_destroy(c);
-	srv_teardown(&s);
+	th_peer_free(c);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
 
 /* ---- graceful close ---- */
 
-struct close_res {
-	int done;
-	int delivered;
-};
-
-static void
-on_closed(int delivered, void *arg)
-{
-	struct close_res *r = arg;
-
-	r->done = 1;
-	r->delivered = delivered;
-}
-
 START_TEST(close_delivers_everything)
 {
 	static unsigned char data[1 << 20];
 	struct event_base *base = event_base_new();
-	struct close_res r = {0, -1};
-	struct server s;
-	struct peer *c, *sp;
+	struct th_close_res r = {0, -1};
+	struct th_server s;
+	struct th_peer *c, *sp;
 	char stack[128];
 	size_t i;
 
 	th_pattern(data, sizeof(data), 0);
-	srv_setup(&s, base, "tcp://127.0.0.1:0", 0);
+	th_srv_setup(&s, base, "tcp://127.0.0.1:0", 0);
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d", s.port);
-	c = client_new(base, NULL, stack);
+	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 	for (i = 0; i < sizeof(data); i += 65536)
 		bufferevent_write(c->top, data + i, 65536);
-	ck_assert_int_eq(strata_close(c->top, NULL, on_closed, &r), 0);
+	ck_assert_int_eq(strata_close(c->top, NULL, th_on_closed, &r), 0);
 	c->top = NULL;
-	sp = srv_wait_peer(&s);
+	sp = th_srv_wait_peer(&s);
 	th_run_until(base, &sp->eof, 5000, "EOF on the accepted side");
 	ck_assert_int_eq(sp->errors, 0);
 	ck_assert_uint_eq(sp->got_at_eof, sizeof(data));
@@ -1276,8 +1016,8 @@ START_TEST(close_delivers_everything)
 	sp->top = NULL;
 	th_run_until(base, &r.done, 2000, "the close callback");
 	ck_assert_int_eq(r.delivered, 1);
-	peer_destroy(c);
-	srv_teardown(&s);
+	th_peer_free(c);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
@@ -1294,27 +1034,28 @@ heap_in_use(void)
 
 /* One connection: connect, a line there and back, close. */
 static void
-one_round(struct event_base *base, struct server *s, const char *stack)
+one_round(struct event_base *base, struct th_server *s, const char *stack)
 {
-	struct peer *c = client_new(base, NULL, stack);
+	struct th_peer *c = th_peer_connect(base, NULL, stack,
+	    BEV_OPT_CLOSE_ON_FREE);
 
 	c->want = 5;
 	bufferevent_write(c->top, "ping\n", 5);
 	th_run_until(base, &c->enough, 2000, "the echoed line");
-	ck_assert(got_equals(c, "ping\n"));
-	peer_destroy(c);
+	ck_assert(th_got_equals(c, "ping\n"));
+	th_peer_free(c);
 	(void)s;
 }
 
 START_TEST(listener_1000_connections)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
+	struct th_server s;
 	char stack[128];
 	size_t heap0, heap1;
 	int fds0, fds1, i, target;
 
-	srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
+	th_srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
 	s.free_on_end = 1;
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
 	for (i = 0; i < 20; i++) /* warm up: lazily made state */
@@ -1337,7 +1078,7 @@ START_TEST(listener_1000_connections)
 	ck_assert_msg(fds1 <= fds0 + 2, "fds grew from %d to %d", fds0, fds1);
 	ck_assert_msg(heap1 <= heap0 + 65536, "heap grew from %zu to %zu",
 	    heap0, heap1);
-	srv_teardown(&s);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
@@ -1357,14 +1098,14 @@ cpu_ms(void)
 START_TEST(accept_emfile_pauses_and_resumes)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
+	struct th_server s;
 	struct rlimit old, low;
-	struct peer *c;
+	struct th_peer *c;
 	char stack[128];
 	int raw[3], i, next, during, setr;
 	long cpu0, cpu1;
 
-	srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
+	th_srv_setup(&s, base, "tcp://127.0.0.1:0 | lines", 1);
 	s.free_on_end = 1;
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", s.port);
 	one_round(base, &s, stack);
@@ -1392,17 +1133,17 @@ START_TEST(accept_emfile_pauses_and_resumes)
 	ck_assert_msg(cpu1 - cpu0 < 200, "%ld ms of CPU in 400 ms",
 	    cpu1 - cpu0);
 	/* resumes: a new connection is served */
-	c = client_new(base, NULL, stack);
+	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 	c->want = 4;
 	bufferevent_write(c->top, "bye\n", 4);
 	th_run_until(base, &c->enough, 3000, "service after EMFILE");
-	ck_assert(got_equals(c, "bye\n"));
+	ck_assert(th_got_equals(c, "bye\n"));
 	ck_assert_int_ge(s.accepted, 2);
-	peer_destroy(c);
+	th_peer_free(c);
 	for (i = 0; i < 3; i++)
 		close(raw[i]);
 	th_run_for(base, 50);
-	srv_teardown(&s);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST

@@ -15,156 +15,8 @@
 #include <unistd.h>
 
 #include "frames.h"
+#include "frames-helpers.h"
 #include "helpers.h"
-
-/* ---- one end of a connection: records events, may echo ---- */
-
-struct peer {
-	struct bufferevent *top;
-	struct evbuffer *got;
-	size_t want;
-	int enough;
-	int connected, eof, errors;
-	short last_what;
-	int echo;
-};
-
-static void
-peer_read(struct bufferevent *bev, void *arg)
-{
-	struct peer *p = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-
-	if (p->echo)
-		bufferevent_write_buffer(bev, in);
-	else
-		evbuffer_add_buffer(p->got, in);
-	if (p->want && evbuffer_get_length(p->got) >= p->want)
-		p->enough = 1;
-}
-
-static void
-peer_event(struct bufferevent *bev, short what, void *arg)
-{
-	struct peer *p = arg;
-
-	(void)bev;
-	p->last_what = what;
-	if (what & BEV_EVENT_CONNECTED)
-		p->connected++;
-	if (what & BEV_EVENT_EOF)
-		p->eof++;
-	if (what & BEV_EVENT_ERROR)
-		p->errors++;
-}
-
-static struct peer *
-peer_new(struct bufferevent *top, int echo)
-{
-	struct peer *p = calloc(1, sizeof(*p));
-
-	ck_assert_ptr_nonnull(p);
-	p->top = top;
-	p->got = evbuffer_new();
-	p->echo = echo;
-	bufferevent_setcb(top, peer_read, NULL, peer_event, p);
-	bufferevent_enable(top, EV_READ | EV_WRITE);
-	return p;
-}
-
-static void
-peer_destroy(struct peer *p)
-{
-	if (p->top)
-		bufferevent_free(p->top);
-	evbuffer_free(p->got);
-	free(p);
-}
-
-static struct peer *
-client_new(struct event_base *base, const char *stack, int opts)
-{
-	struct strata_error err;
-	struct bufferevent *top;
-
-	top = strata_connect(base, NULL, stack, opts, &err);
-	ck_assert_msg(top != NULL, "connect '%s': %s", stack, err.message);
-	return peer_new(top, 0);
-}
-
-static int
-got_equals(struct peer *p, const char *s)
-{
-	size_t n = strlen(s);
-
-	return evbuffer_get_length(p->got) == n &&
-	    !memcmp(evbuffer_pullup(p->got, -1), s, n);
-}
-
-/* ---- a listener whose accepted stacks get peers ---- */
-
-#define MAX_PEERS 8
-
-struct server {
-	struct strata_listener *l;
-	struct event_base *base;
-	struct peer *p[MAX_PEERS];
-	int n, echo, accepted;
-	char addr[160];
-};
-
-static void
-srv_accept(struct strata_listener *l, struct bufferevent *top, void *arg)
-{
-	struct server *s = arg;
-	struct peer *p = peer_new(top, s->echo);
-
-	(void)l;
-	s->accepted++;
-	if (s->n < MAX_PEERS)
-		s->p[s->n++] = p;
-	else
-		peer_destroy(p);
-}
-
-static void
-srv_setup_opts(struct server *s, struct event_base *base, const char *stack,
-    int echo, int opts)
-{
-	struct strata_error err;
-
-	memset(s, 0, sizeof(*s));
-	s->base = base;
-	s->echo = echo;
-	s->l = strata_listen(base, stack, opts, srv_accept, s, &err);
-	ck_assert_msg(s->l != NULL, "listen '%s': %s", stack, err.message);
-	ck_assert_int_gt(strata_listener_address(s->l, s->addr,
-	    sizeof(s->addr), NULL, NULL), 0);
-}
-
-static void
-srv_setup(struct server *s, struct event_base *base, const char *stack,
-    int echo)
-{
-	srv_setup_opts(s, base, stack, echo, BEV_OPT_CLOSE_ON_FREE);
-}
-
-static void
-srv_free_peers(struct server *s)
-{
-	int i;
-
-	for (i = 0; i < s->n; i++)
-		peer_destroy(s->p[i]);
-	s->n = 0;
-}
-
-static void
-srv_teardown(struct server *s)
-{
-	srv_free_peers(s);
-	strata_listener_free(s->l);
-}
 
 /* ---- a private directory for socket files ---- */
 
@@ -185,13 +37,19 @@ case_setup(void)
 }
 
 static void
-case_teardown(void)
+remove_tree(const char *path)
 {
 	char cmd[128];
 
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", case_dir);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
 	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", case_dir);
+		fprintf(stderr, "could not remove %s\n", path);
+}
+
+static void
+case_teardown(void)
+{
+	remove_tree(case_dir);
 }
 
 static void
@@ -204,11 +62,7 @@ dir_setup(void)
 static void
 dir_teardown(void)
 {
-	char cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", dir);
+	remove_tree(dir);
 }
 
 /* "unix:<dir>/<name><suffix>" into a static buffer (one of two). */
@@ -258,40 +112,26 @@ make_stale_socket(const char *path)
 }
 
 static void
-exchange_lines(struct event_base *base, struct peer *c)
+exchange_lines(struct event_base *base, struct th_peer *c)
 {
 	const char *text = "hello\nstrata over unix\n";
 
 	c->want = strlen(text);
 	bufferevent_write(c->top, text, strlen(text));
 	th_run_until(base, &c->enough, 2000, "the echoed lines");
-	ck_assert(got_equals(c, text));
+	ck_assert(th_got_equals(c, text));
 	evbuffer_drain(c->got, evbuffer_get_length(c->got));
 	c->enough = 0;
 }
 
 static void
-exchange_frames(struct event_base *base, struct peer *c)
+exchange_frames(struct event_base *base, struct th_peer *c)
 {
 	static unsigned char big[70000];
-	struct evbuffer *payload = evbuffer_new();
+	const struct th_frame f[] = {{"hello", 5}, {big, sizeof(big)}};
 
 	th_pattern(big, sizeof(big), 3);
-	c->want = 2 * FRAMES_HEADER + 5 + sizeof(big);
-	ck_assert_int_eq(frames_write(c->top, "hello", 5), 0);
-	ck_assert_int_eq(frames_write(c->top, big, sizeof(big)), 0);
-	th_run_until(base, &c->enough, 3000, "the echoed frames");
-	ck_assert_uint_eq(evbuffer_get_length(c->got), c->want);
-	ck_assert_int_eq(frames_read(c->got, payload), 1);
-	ck_assert_uint_eq(evbuffer_get_length(payload), 5);
-	ck_assert(!memcmp(evbuffer_pullup(payload, -1), "hello", 5));
-	evbuffer_drain(payload, 5);
-	ck_assert_int_eq(frames_read(c->got, payload), 1);
-	ck_assert_uint_eq(evbuffer_get_length(payload), sizeof(big));
-	ck_assert(!memcmp(evbuffer_pullup(payload, -1), big, sizeof(big)));
-	ck_assert_int_eq(frames_read(c->got, payload), 0);
-	evbuffer_free(payload);
-	c->enough = 0;
+	th_frames_echo(base, c, f, 2);
 }
 
 /* ---- paths and abstract names ---- */
@@ -299,18 +139,19 @@ exchange_frames(struct event_base *base, struct peer *c)
 START_TEST(path_lines_connected_both_sides)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
-	struct peer *c;
+	struct th_server s;
+	struct th_peer *c;
 
-	srv_setup(&s, base, at("s", " | lines"), 1);
+	th_srv_setup(&s, base, at("s", " | lines"), 1);
 	ck_assert_str_eq(s.addr, at("s", ""));
 	ck_assert_int_eq(strata_listener_port(s.l), -1);
-	c = client_new(base, at("s", " | lines"), BEV_OPT_CLOSE_ON_FREE);
+	c = th_peer_connect(base, NULL, at("s", " | lines"),
+	    BEV_OPT_CLOSE_ON_FREE);
 	c->want = 6;
 	bufferevent_write(c->top, "early\n", 6); /* before CONNECTED */
 	th_run_until(base, &c->connected, 2000, "CONNECTED on the client");
 	th_run_until(base, &c->enough, 2000, "the early line");
-	ck_assert(got_equals(c, "early\n"));
+	ck_assert(th_got_equals(c, "early\n"));
 	evbuffer_drain(c->got, 6);
 	c->enough = 0;
 	exchange_lines(base, c);
@@ -320,8 +161,8 @@ START_TEST(path_lines_connected_both_sides)
 	th_run_for(base, 20);
 	ck_assert_int_eq(c->connected, 1);
 	ck_assert_int_eq(s.p[0]->connected, 1);
-	peer_destroy(c);
-	srv_teardown(&s);
+	th_peer_free(c);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
@@ -329,16 +170,16 @@ END_TEST
 START_TEST(path_frames)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
-	struct peer *c;
+	struct th_server s;
+	struct th_peer *c;
 
 	ck_assert_int_eq(frames_register(NULL), 0);
-	srv_setup(&s, base, at("f", " | frames(max-frame=128k)"), 1);
-	c = client_new(base, at("f", " | frames(max-frame=128k)"),
+	th_srv_setup(&s, base, at("f", " | frames(max-frame=128k)"), 1);
+	c = th_peer_connect(base, NULL, at("f", " | frames(max-frame=128k)"),
 	    BEV_OPT_CLOSE_ON_FREE);
 	exchange_frames(base, c);
-	peer_destroy(c);
-	srv_teardown(&s);
+	th_peer_free(c);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
@@ -346,8 +187,8 @@ END_TEST
 START_TEST(abstract_name)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
-	struct peer *c;
+	struct th_server s;
+	struct th_peer *c;
 	struct sockaddr_un a;
 	int salen = sizeof(a);
 	char name[64], stack[128], text[128];
@@ -355,11 +196,11 @@ START_TEST(abstract_name)
 	ck_assert_int_eq(frames_register(NULL), 0);
 	snprintf(name, sizeof(name), "@strata-test-%d-abs", (int)getpid());
 	snprintf(stack, sizeof(stack), "unix:%s | frames", name);
-	srv_setup(&s, base, stack, 1);
+	th_srv_setup(&s, base, stack, 1);
 	snprintf(text, sizeof(text), "unix:%s", name);
 	ck_assert_str_eq(s.addr, text);
 	ck_assert(!exists(name + 1));
-	c = client_new(base, stack, BEV_OPT_CLOSE_ON_FREE);
+	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 	exchange_frames(base, c);
 	ck_assert_int_gt(strata_peer_address(c->top, text, sizeof(text),
 	    (struct sockaddr *)&a, &salen), 0);
@@ -372,13 +213,13 @@ START_TEST(abstract_name)
 	snprintf(stack, sizeof(stack), "unix:%s", name);
 	{
 		struct strata_error err;
-		ck_assert_ptr_null(strata_listen(base, stack, 0, srv_accept,
+		ck_assert_ptr_null(strata_listen(base, stack, 0, th_srv_accept,
 		    &s, &err));
 		ck_assert_msg(strstr(err.message, "Address already in use") !=
 		    NULL, "'%s'", err.message);
 	}
-	peer_destroy(c);
-	srv_teardown(&s);
+	th_peer_free(c);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
@@ -386,14 +227,15 @@ END_TEST
 START_TEST(peer_address_and_credentials)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
-	struct peer *c, *sp;
+	struct th_server s;
+	struct th_peer *c, *sp;
 	struct sockaddr_un a;
 	int salen = sizeof(a), pid = 0, uid = -1, gid = -1;
 	char text[256];
 
-	srv_setup(&s, base, at("p", " | lines"), 1);
-	c = client_new(base, at("p", " | lines"), BEV_OPT_CLOSE_ON_FREE);
+	th_srv_setup(&s, base, at("p", " | lines"), 1);
+	c = th_peer_connect(base, NULL, at("p", " | lines"),
+	    BEV_OPT_CLOSE_ON_FREE);
 	exchange_lines(base, c);
 	ck_assert_int_gt(strata_peer_address(c->top, text, sizeof(text),
 	    (struct sockaddr *)&a, &salen), 0);
@@ -415,8 +257,8 @@ START_TEST(peer_address_and_credentials)
 	ck_assert_int_eq(strata_peer_credentials(c->top, &pid, NULL, NULL), 0);
 	ck_assert_int_eq(pid, (int)getpid());
 	ck_assert_int_eq(strata_exit_status(c->top), -2);
-	peer_destroy(c);
-	srv_teardown(&s);
+	th_peer_free(c);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
@@ -426,16 +268,17 @@ END_TEST
 START_TEST(stale_socket_is_replaced)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
-	struct peer *c;
+	struct th_server s;
+	struct th_peer *c;
 
 	make_stale_socket(path_of("stale"));
 	ck_assert(exists(path_of("stale")));
-	srv_setup(&s, base, at("stale", " | lines"), 1);
-	c = client_new(base, at("stale", " | lines"), BEV_OPT_CLOSE_ON_FREE);
+	th_srv_setup(&s, base, at("stale", " | lines"), 1);
+	c = th_peer_connect(base, NULL, at("stale", " | lines"),
+	    BEV_OPT_CLOSE_ON_FREE);
 	exchange_lines(base, c);
-	peer_destroy(c);
-	srv_teardown(&s);
+	th_peer_free(c);
+	th_srv_teardown(&s);
 	ck_assert(!exists(path_of("stale")));
 	event_base_free(base);
 }
@@ -445,7 +288,7 @@ START_TEST(regular_file_is_refused)
 {
 	struct event_base *base = event_base_new();
 	struct strata_error err;
-	struct server s;
+	struct th_server s;
 	struct stat sb;
 	int fd;
 
@@ -453,7 +296,7 @@ START_TEST(regular_file_is_refused)
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(write(fd, "keep", 4), 4);
 	close(fd);
-	ck_assert_ptr_null(strata_listen(base, at("file", ""), 0, srv_accept,
+	ck_assert_ptr_null(strata_listen(base, at("file", ""), 0, th_srv_accept,
 	    &s, &err));
 	ck_assert_msg(strstr(err.message, "is not a socket") != NULL, "'%s'",
 	    err.message);
@@ -471,21 +314,22 @@ START_TEST(live_listener_is_refused)
 {
 	struct event_base *base = event_base_new();
 	struct strata_error err;
-	struct server s, s2;
-	struct peer *c;
+	struct th_server s, s2;
+	struct th_peer *c;
 
-	srv_setup(&s, base, at("live", " | lines"), 1);
-	ck_assert_ptr_null(strata_listen(base, at("live", ""), 0, srv_accept,
+	th_srv_setup(&s, base, at("live", " | lines"), 1);
+	ck_assert_ptr_null(strata_listen(base, at("live", ""), 0, th_srv_accept,
 	    &s2, &err));
 	ck_assert_msg(strstr(err.message, "in use") != NULL, "'%s'",
 	    err.message);
 	ck_assert_msg(strstr(err.message, path_of("live")) != NULL, "'%s'",
 	    err.message);
 	/* the first listener still serves */
-	c = client_new(base, at("live", " | lines"), BEV_OPT_CLOSE_ON_FREE);
+	c = th_peer_connect(base, NULL, at("live", " | lines"),
+	    BEV_OPT_CLOSE_ON_FREE);
 	exchange_lines(base, c);
-	peer_destroy(c);
-	srv_teardown(&s);
+	th_peer_free(c);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
@@ -494,24 +338,24 @@ START_TEST(mode_option)
 {
 	struct event_base *base = event_base_new();
 	struct strata_error err;
-	struct server s;
+	struct th_server s;
 	struct stat sb;
 
-	srv_setup(&s, base, at("m", "(mode=0600)"), 0);
+	th_srv_setup(&s, base, at("m", "(mode=0600)"), 0);
 	ck_assert_int_eq(stat(path_of("m"), &sb), 0);
 	ck_assert(S_ISSOCK(sb.st_mode));
 	ck_assert_int_eq(sb.st_mode & 07777, 0600);
-	srv_teardown(&s);
-	srv_setup(&s, base, at("m", "(mode=0666)"), 0);
+	th_srv_teardown(&s);
+	th_srv_setup(&s, base, at("m", "(mode=0666)"), 0);
 	ck_assert_int_eq(stat(path_of("m"), &sb), 0);
 	ck_assert_int_eq(sb.st_mode & 07777, 0666);
-	srv_teardown(&s);
+	th_srv_teardown(&s);
 	ck_assert_ptr_null(strata_listen(base, at("m", "(mode=rw)"), 0,
-	    srv_accept, &s, &err));
+	    th_srv_accept, &s, &err));
 	ck_assert_msg(strstr(err.message, "mode") != NULL, "'%s'",
 	    err.message);
 	ck_assert_ptr_null(strata_listen(base, at("m", "(mode=0999)"), 0,
-	    srv_accept, &s, &err));
+	    th_srv_accept, &s, &err));
 	ck_assert_msg(strstr(err.message, "0999") != NULL, "'%s'",
 	    err.message);
 	ck_assert(!exists(path_of("m")));
@@ -522,11 +366,11 @@ END_TEST
 START_TEST(listener_removes_its_file)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
+	struct th_server s;
 
-	srv_setup(&s, base, at("gone", ""), 0);
+	th_srv_setup(&s, base, at("gone", ""), 0);
 	ck_assert(exists(path_of("gone")));
-	srv_teardown(&s);
+	th_srv_teardown(&s);
 	ck_assert(!exists(path_of("gone")));
 	event_base_free(base);
 }
@@ -535,30 +379,31 @@ END_TEST
 START_TEST(listener_keeps_a_replaced_file)
 {
 	struct event_base *base = event_base_new();
-	struct server s, s2;
-	struct peer *c;
+	struct th_server s, s2;
+	struct th_peer *c;
 	int fd;
 
 	/* replaced by a regular file */
-	srv_setup(&s, base, at("r", ""), 0);
+	th_srv_setup(&s, base, at("r", ""), 0);
 	ck_assert_int_eq(unlink(path_of("r")), 0);
 	fd = open(path_of("r"), O_CREAT | O_WRONLY, 0644);
 	ck_assert_int_ge(fd, 0);
 	close(fd);
-	srv_teardown(&s);
+	th_srv_teardown(&s);
 	ck_assert(exists(path_of("r")));
 	ck_assert_int_eq(unlink(path_of("r")), 0);
 
 	/* replaced by another listener's socket */
-	srv_setup(&s, base, at("r", ""), 0);
+	th_srv_setup(&s, base, at("r", ""), 0);
 	ck_assert_int_eq(unlink(path_of("r")), 0);
-	srv_setup(&s2, base, at("r", " | lines"), 1);
-	srv_teardown(&s);
+	th_srv_setup(&s2, base, at("r", " | lines"), 1);
+	th_srv_teardown(&s);
 	ck_assert(exists(path_of("r")));
-	c = client_new(base, at("r", " | lines"), BEV_OPT_CLOSE_ON_FREE);
+	c = th_peer_connect(base, NULL, at("r", " | lines"),
+	    BEV_OPT_CLOSE_ON_FREE);
 	exchange_lines(base, c);
-	peer_destroy(c);
-	srv_teardown(&s2);
+	th_peer_free(c);
+	th_srv_teardown(&s2);
 	ck_assert(!exists(path_of("r")));
 	event_base_free(base);
 }
@@ -570,13 +415,13 @@ START_TEST(empty_path)
 {
 	struct event_base *base = event_base_new();
 	struct strata_error err;
-	struct server s;
+	struct th_server s;
 
 	ck_assert_ptr_null(strata_connect(base, NULL, "unix:", 0, &err));
 	ck_assert_msg(strstr(err.message, "unix: empty socket path") != NULL,
 	    "'%s'", err.message);
-	ck_assert_ptr_null(strata_listen(base, "unix: | lines", 0, srv_accept,
-	    &s, &err));
+	ck_assert_ptr_null(strata_listen(base, "unix: | lines", 0,
+	    th_srv_accept, &s, &err));
 	ck_assert_msg(strstr(err.message, "empty socket path") != NULL,
 	    "'%s'", err.message);
 	ck_assert_ptr_null(strata_connect(base, NULL, "unix:@", 0, &err));
@@ -590,7 +435,7 @@ START_TEST(path_too_long)
 {
 	struct event_base *base = event_base_new();
 	struct strata_error err;
-	struct server s;
+	struct th_server s;
 	char stack[300];
 	size_t max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
 
@@ -603,7 +448,7 @@ START_TEST(path_too_long)
 	ck_assert_msg(strstr(err.message, "sun_path") != NULL, "'%s'",
 	    err.message);
 	ck_assert_int_eq(err.code, STRATA_ERR_SYNTAX);
-	ck_assert_ptr_null(strata_listen(base, stack, 0, srv_accept, &s,
+	ck_assert_ptr_null(strata_listen(base, stack, 0, th_srv_accept, &s,
 	    &err));
 	ck_assert_msg(strstr(err.message, "longer than") != NULL, "'%s'",
 	    err.message);
@@ -621,11 +466,11 @@ START_TEST(missing_directory)
 {
 	struct event_base *base = event_base_new();
 	struct strata_error err;
-	struct server s;
+	struct th_server s;
 	int fds = th_count_fds();
 
 	ck_assert_ptr_null(strata_listen(base, at("nodir/s", ""), 0,
-	    srv_accept, &s, &err));
+	    th_srv_accept, &s, &err));
 	ck_assert_int_eq(err.code, STRATA_ERR_SYSTEM);
 	ck_assert_int_eq(err.sys_errno, ENOENT);
 	ck_assert_msg(strstr(err.message, "No such file or directory") !=
@@ -674,21 +519,21 @@ END_TEST
 START_TEST(connected_fd_closed_without_close_on_free)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
-	struct peer *c;
+	struct th_server s;
+	struct th_peer *c;
 	int fds0;
 
-	srv_setup(&s, base, at("fd", " | lines"), 1);
+	th_srv_setup(&s, base, at("fd", " | lines"), 1);
 	fds0 = th_count_fds();
-	c = client_new(base, at("fd", " | lines"), 0);
+	c = th_peer_connect(base, NULL, at("fd", " | lines"), 0);
 	exchange_lines(base, c);
-	peer_destroy(c);
+	th_peer_free(c);
 	th_run_until(base, &s.p[0]->eof, 2000,
 	    "EOF after the client stack was freed");
-	srv_free_peers(&s);
+	th_srv_free_peers(&s);
 	th_run_for(base, 10);
 	ck_assert_int_eq(th_count_fds(), fds0);
-	srv_teardown(&s);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
@@ -696,21 +541,22 @@ END_TEST
 START_TEST(accepted_fd_closed_without_close_on_free)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
-	struct peer *c;
+	struct th_server s;
+	struct th_peer *c;
 	int fds0;
 
-	srv_setup_opts(&s, base, at("fd", " | lines"), 1, 0);
+	th_srv_setup_opts(&s, base, at("fd", " | lines"), 1, 0);
 	fds0 = th_count_fds();
-	c = client_new(base, at("fd", " | lines"), BEV_OPT_CLOSE_ON_FREE);
+	c = th_peer_connect(base, NULL, at("fd", " | lines"),
+	    BEV_OPT_CLOSE_ON_FREE);
 	exchange_lines(base, c);
-	srv_free_peers(&s);
+	th_srv_free_peers(&s);
 	th_run_until(base, &c->eof, 2000,
 	    "EOF after the accepted stack was freed");
-	peer_destroy(c);
+	th_peer_free(c);
 	th_run_for(base, 10);
 	ck_assert_int_eq(th_count_fds(), fds0);
-	srv_teardown(&s);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
@@ -719,23 +565,23 @@ END_TEST
 START_TEST(many_connections_no_fd_growth)
 {
 	struct event_base *base = event_base_new();
-	struct server s;
+	struct th_server s;
 	int fds0, fds1, i;
 
-	srv_setup(&s, base, at("fd", " | lines"), 1);
+	th_srv_setup(&s, base, at("fd", " | lines"), 1);
 	fds0 = th_count_fds();
 	for (i = 0; i < 200; i++) {
-		struct peer *c = client_new(base, at("fd", " | lines"),
-		    BEV_OPT_CLOSE_ON_FREE);
+		struct th_peer *c = th_peer_connect(base, NULL,
+		    at("fd", " | lines"), BEV_OPT_CLOSE_ON_FREE);
 		exchange_lines(base, c);
-		peer_destroy(c);
+		th_peer_free(c);
 		th_run_until(base, &s.p[0]->eof, 2000, "EOF on the accepted");
-		srv_free_peers(&s);
+		th_srv_free_peers(&s);
 	}
 	th_run_for(base, 10);
 	fds1 = th_count_fds();
 	ck_assert_msg(fds1 <= fds0 + 1, "fds grew from %d to %d", fds0, fds1);
-	srv_teardown(&s);
+	th_srv_teardown(&s);
 	event_base_free(base);
 }
 END_TEST
@@ -866,7 +712,7 @@ sp_register(void)
 START_TEST(user_transport_by_name)
 {
 	struct event_base *base = event_base_new();
-	struct peer *a, *b;
+	struct th_peer *a, *b;
 	char stack[64], text[64];
 	int fds[2];
 
@@ -875,9 +721,9 @@ START_TEST(user_transport_by_name)
 	ck_assert_ptr_eq(strata_find_transport("sp"), &sp_transport);
 	th_socketpair(fds);
 	snprintf(stack, sizeof(stack), "sp:%d | lines", fds[0]);
-	a = client_new(base, stack, BEV_OPT_CLOSE_ON_FREE);
+	a = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 	snprintf(stack, sizeof(stack), "sp:%d | lines", fds[1]);
-	b = client_new(base, stack, BEV_OPT_CLOSE_ON_FREE);
+	b = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
 	b->echo = 1;
 	th_run_until(base, &a->connected, 1000, "CONNECTED from sp");
 	th_run_until(base, &b->connected, 1000, "CONNECTED from sp");
@@ -886,8 +732,8 @@ START_TEST(user_transport_by_name)
 	    NULL), 0);
 	snprintf(stack, sizeof(stack), "sp:fd %d", fds[0]);
 	ck_assert_str_eq(text, stack);
-	peer_destroy(a);
-	peer_destroy(b);
+	th_peer_free(a);
+	th_peer_free(b);
 	th_run_for(base, 10); /* libevent finalizes freed bufferevents */
 	ck_assert_int_eq(sp_destroyed, 2);
 	event_base_free(base);
@@ -898,7 +744,7 @@ START_TEST(user_transport_errors)
 {
 	struct event_base *base = event_base_new();
 	struct strata_error err;
-	struct server s;
+	struct th_server s;
 	const struct strata_transport_type *list[64];
 	size_t n, i;
 	int found = 0;
@@ -921,7 +767,7 @@ START_TEST(user_transport_errors)
 	ck_assert_ptr_null(strata_connect(base, NULL, "sp:60", 0, &err));
 	ck_assert_str_eq(err.message, "sp: fd 60 is not open");
 	/* it has no listen slot */
-	ck_assert_ptr_null(strata_listen(base, "sp:3", 0, srv_accept, &s,
+	ck_assert_ptr_null(strata_listen(base, "sp:3", 0, th_srv_accept, &s,
 	    &err));
 	ck_assert_msg(strstr(err.message, "cannot listen") != NULL, "'%s'",
 	    err.message);
@@ -933,6 +779,17 @@ START_TEST(user_transport_errors)
 }
 END_TEST
 
+/* A test case whose tests each get a fresh directory (dir). */
+static TCase *
+dir_case(const char *name)
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_add_unchecked_fixture(tc, case_setup, case_teardown);
+	tcase_add_checked_fixture(tc, dir_setup, dir_teardown);
+	return tc;
+}
+
 int
 main(void)
 {
@@ -941,18 +798,14 @@ main(void)
 	SRunner *sr;
 	int failed;
 
-	tc = tcase_create("connect");
-	tcase_add_unchecked_fixture(tc, case_setup, case_teardown);
-	tcase_add_checked_fixture(tc, dir_setup, dir_teardown);
+	tc = dir_case("connect");
 	tcase_add_test(tc, path_lines_connected_both_sides);
 	tcase_add_test(tc, path_frames);
 	tcase_add_test(tc, abstract_name);
 	tcase_add_test(tc, peer_address_and_credentials);
 	suite_add_tcase(s, tc);
 
-	tc = tcase_create("socket-file");
-	tcase_add_unchecked_fixture(tc, case_setup, case_teardown);
-	tcase_add_checked_fixture(tc, dir_setup, dir_teardown);
+	tc = dir_case("socket-file");
 	tcase_add_test(tc, stale_socket_is_replaced);
 	tcase_add_test(tc, regular_file_is_refused);
 	tcase_add_test(tc, live_listener_is_refused);
@@ -961,18 +814,14 @@ main(void)
 	tcase_add_test(tc, listener_keeps_a_replaced_file);
 	suite_add_tcase(s, tc);
 
-	tc = tcase_create("errors");
-	tcase_add_unchecked_fixture(tc, case_setup, case_teardown);
-	tcase_add_checked_fixture(tc, dir_setup, dir_teardown);
+	tc = dir_case("errors");
 	tcase_add_test(tc, empty_path);
 	tcase_add_test(tc, path_too_long);
 	tcase_add_test(tc, missing_directory);
 	tcase_add_test(tc, connect_refused_at_once);
 	suite_add_tcase(s, tc);
 
-	tc = tcase_create("fds");
-	tcase_add_unchecked_fixture(tc, case_setup, case_teardown);
-	tcase_add_checked_fixture(tc, dir_setup, dir_teardown);
+	tc = dir_case("fds");
 	tcase_add_test(tc, connected_fd_closed_without_close_on_free);
 	tcase_add_test(tc, accepted_fd_closed_without_close_on_free);
 	tcase_add_test(tc, many_connections_no_fd_growth);
