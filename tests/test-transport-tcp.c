@@ -20,6 +20,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <event2/dns.h>
@@ -896,6 +897,115 @@ START_TEST(connect_refused)
 }
 END_TEST
 
+/* ---- out of file descriptors while connecting ---- */
+
+#define FILL_MAX 64
+
+struct fd_wait {
+	int fill[FILL_MAX], n;
+	int connected, failed;
+};
+
+static void
+fd_wait_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct fd_wait *w = arg;
+
+	(void)bev;
+	if (what & BEV_EVENT_CONNECTED)
+		w->connected = 1;
+	else if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF))
+		w->failed = 1;
+}
+
+static void
+fd_wait_free_one(evutil_socket_t fd, short what, void *arg)
+{
+	struct fd_wait *w = arg;
+
+	(void)fd;
+	(void)what;
+	if (w->n)
+		close(w->fill[--w->n]);
+}
+
+/*
+ * In a child with every fd under its limit taken: the connect cannot get a
+ * socket, and must wait for one (a fd freed 200 ms later) within its
+ * timeout instead of failing at once. Exit 0 when it connected, 1 when it
+ * failed, 2 when it did neither, 3 when the setup could not be made.
+ */
+static int
+connect_when_out_of_fds(int port, int free_one)
+{
+	struct event_base *base = event_base_new();
+	struct timeval later = {0, 200 * 1000};
+	struct fd_wait w = {{0}, 0, 0, 0};
+	struct bufferevent *top = NULL;
+	struct strata_error err;
+	struct event *tm = base ? evtimer_new(base, fd_wait_free_one, &w)
+				: NULL;
+	struct rlimit rl;
+	char stack[64];
+	int fd, i, r = 3;
+
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d(timeout=2s)",
+	    port);
+	if (!tm || getrlimit(RLIMIT_NOFILE, &rl) < 0 || (fd = dup(0)) < 0)
+		goto out;
+	/* a limit 8 above the lowest free fd (new fds take the lowest
+	 * free number, and only numbers under the limit), then fill it */
+	close(fd);
+	rl.rlim_cur = (rlim_t)fd + 8;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0 ||
+	    !(top = strata_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE,
+		  &err)))
+		goto out;
+	while (w.n < FILL_MAX && (fd = open("/dev/null", O_RDONLY)) >= 0)
+		w.fill[w.n++] = fd;
+	if (fd >= 0 || errno != EMFILE)
+		goto out; /* (valgrind fakes the limit: nothing to test) */
+	bufferevent_setcb(top, NULL, NULL, fd_wait_event, &w);
+	bufferevent_enable(top, EV_READ | EV_WRITE);
+	if (free_one)
+		evtimer_add(tm, &later);
+	/* no Check assertions in this child: a loop of its own, 3 s */
+	for (i = 0; i < 300 && !w.connected && !w.failed; i++) {
+		struct timeval slice = {0, 10 * 1000};
+		event_base_loopexit(base, &slice);
+		event_base_dispatch(base);
+	}
+	r = w.connected ? 0 : w.failed ? 1 : 2;
+out:
+	while (w.n)
+		close(w.fill[--w.n]);
+	if (top)
+		bufferevent_free(top);
+	if (tm)
+		event_free(tm);
+	if (base)
+		event_base_free(base);
+	return r;
+}
+
+START_TEST(connect_waits_for_a_free_fd)
+{
+	int free_one = _i, port, lfd = th_tcp_listen(16, &port), status;
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(connect_when_out_of_fds(port, free_one));
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	close(lfd);
+	ck_assert(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 3)
+		return; /* no real fd limit here (valgrind) */
+	/* with a fd freed it connects; without, it fails by its timeout */
+	ck_assert_int_eq(WEXITSTATUS(status), free_one ? 0 : 1);
+}
+END_TEST
+
 struct bad_addr {
 	const char *stack;
 	const char *part;
@@ -1191,6 +1301,7 @@ main(void)
 	tc = tcase_create("errors");
 	tcase_add_test(tc, connect_timeout);
 	tcase_add_test(tc, connect_refused);
+	tcase_add_loop_test(tc, connect_waits_for_a_free_fd, 0, 2);
 	tcase_add_loop_test(tc, malformed_addresses, 0,
 	    (int)(sizeof(bad_addrs) / sizeof(bad_addrs[0])));
 	suite_add_tcase(s, tc);

@@ -29,6 +29,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <event2/buffer.h>
@@ -122,6 +124,7 @@ static struct {
 	pthread_mutex_t prep_lock;
 	int draining;		/* atomic */
 	unsigned long live;	/* atomic: all workers' connections */
+	unsigned long fd_room;	/* connections the fd limit allows, or 0 */
 	struct worker *w;
 	int nw, running;	/* workers, and threads still running */
 	int bev_opts;		/* BEV_OPT_* of every stack */
@@ -134,6 +137,8 @@ static struct {
 
 static void progress_erase(void);
 static struct event_base *new_base(int stdio);
+static void proxy_accept(struct strata_listener *l, struct bufferevent *top,
+    void *arg);
 
 static void
 set_exit(int code)
@@ -1028,16 +1033,50 @@ admit(struct worker *w, struct bufferevent *top)
 	char peer[128] = "?";
 
 	if (w->draining || __atomic_load_n(&srv.draining, __ATOMIC_ACQUIRE) ||
-	    (o.max_conns && n > o.max_conns)) {
+	    (o.max_conns && n > o.max_conns) ||
+	    (srv.fd_room && n > srv.fd_room)) {
 		__atomic_sub_fetch(&srv.live, 1, __ATOMIC_ACQ_REL);
 		strata_peer_address(top, peer, sizeof(peer), NULL, NULL);
-		logmsg(1, "refused %s: %s", peer, o.max_conns && n > o.max_conns
-		    ? "--max-conns reached" : "shutting down");
+		logmsg(1, "refused %s: %s", peer,
+		    o.max_conns && n > o.max_conns ? "--max-conns reached"
+		    : srv.fd_room && n > srv.fd_room
+		    ? "out of file descriptors (ulimit -n)" : "shutting down");
 		bufferevent_free(top);
 		return 0;
 	}
 	w->live++;
 	return 1;
+}
+
+/*
+ * How many connections the file descriptor limit leaves room for when
+ * each needs @p per_conn fds, more than the one accept() gives it (a
+ * proxy's target, an --exec child's pipes); 0 when it need not be
+ * counted. Past it admit() refuses a connection at once: accepting it
+ * and then failing its target for want of an fd would, under a flood,
+ * drop every connection (all fds held by clients waiting for targets).
+ * Only fds under the limit count (valgrind keeps its own above it).
+ */
+static unsigned long
+fd_room(unsigned per_conn)
+{
+	struct rlimit rl;
+	struct dirent *de;
+	unsigned long open_fds = 0, room;
+	DIR *d;
+
+	if (per_conn < 2 || getrlimit(RLIMIT_NOFILE, &rl) < 0 ||
+	    rl.rlim_cur == RLIM_INFINITY || !(d = opendir("/proc/self/fd")))
+		return 0;
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.' &&
+		    strtoul(de->d_name, NULL, 10) < rl.rlim_cur)
+			open_fds++;
+	closedir(d);
+	/* the directory's own fd was counted: one spare, and one more
+	 * for the accept() that precedes admit() */
+	room = rl.rlim_cur > open_fds + 1 ? rl.rlim_cur - open_fds - 1 : 0;
+	return room / per_conn ? room / per_conn : 1;
 }
 
 static void
@@ -1171,6 +1210,7 @@ serve(strata_accept_fn cb)
 		if (sig[i])
 			evsignal_add(sig[i], NULL);
 	}
+	srv.fd_room = fd_room(cb == proxy_accept ? 2 : o.exec_cmd ? 3 : 1);
 	if (workers_start() < 0) {
 		/* the ones running end (and are joined) as in a drain; a
 		 * loopbreak could come before their loop starts, and be lost */

@@ -46,6 +46,7 @@ struct tcp_connect {
 	struct evutil_addrinfo *ai, *cur;
 	struct evdns_getaddrinfo_request *req;
 	struct event *timer;
+	struct event *retry;	/* out of fds: try again shortly */
 	int last_err, attempts;
 	short enabled;	/* what the engine enabled on bev, for retries */
 };
@@ -213,6 +214,8 @@ tcp_fail(struct tcp_state *st, int e, const char *what)
 
 	st->connecting = 0;
 	evtimer_del(st->cn->timer);
+	if (st->cn->retry)
+		evtimer_del(st->cn->retry);
 	strata_conn_fail(st->c, e, "connect to %s%s%s:%s %s%s%s",
 	    strchr(cfg->host, ':') ? "[" : "", cfg->host,
 	    strchr(cfg->host, ':') ? "]" : "", cfg->port, what,
@@ -228,6 +231,8 @@ tcp_connect_done(struct tcp_state *st)
 	st->connecting = 0;
 	st->cn = NULL;
 	event_free(cn->timer);
+	if (cn->retry)
+		event_free(cn->retry);
 	if (cn->ai)
 		evutil_freeaddrinfo(cn->ai);
 	strata_free_(cn);
@@ -246,6 +251,37 @@ tcp_drop_socket(struct tcp_state *st)
 }
 
 static void
+tcp_retry(evutil_socket_t fd, short what, void *arg)
+{
+	struct tcp_state *st = arg;
+
+	(void)fd;
+	(void)what;
+	if (st->connecting)
+		tcp_try_next(st);
+}
+
+/*
+ * Out of file descriptors: one may be free a moment later (a server that
+ * refuses a flood closes what it accepted), so try the same address
+ * again in RETRY_MS, within the connect timeout, rather than fail a
+ * connection that needs a single fd. 0 if no timer could be had.
+ */
+#define RETRY_MS 20
+
+static int
+tcp_retry_later(struct tcp_state *st)
+{
+	struct tcp_connect *cn = st->cn;
+	struct timeval tv = {0, RETRY_MS * 1000};
+
+	if (!cn->retry &&
+	    !(cn->retry = evtimer_new(strata_conn_base(st->c), tcp_retry, st)))
+		return 0;
+	return evtimer_add(cn->retry, &tv) == 0;
+}
+
+static void
 tcp_try_next(struct tcp_state *st)
 {
 	struct tcp_connect *cn = st->cn;
@@ -256,6 +292,9 @@ tcp_try_next(struct tcp_state *st)
 		    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (fd < 0) {
 			cn->last_err = errno;
+			if ((errno == EMFILE || errno == ENFILE) &&
+			    tcp_retry_later(st))
+				return;
 			continue;
 		}
 		tcp_sockopts(&cn->cfg, fd);
@@ -442,6 +481,9 @@ tcp_destroy(void *state)
 
 	if (cn) {
 		event_free(cn->timer);
+		if (cn->retry)
+			event_free(cn->retry);
+		cn->retry = NULL;
 		if (cn->ai)
 			evutil_freeaddrinfo(cn->ai);
 		if (cn->req) {
