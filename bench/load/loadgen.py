@@ -428,7 +428,12 @@ def cmd_probe(args):
                                           timeout=args.timeout) as raw:
                 with ctx.wrap_socket(raw) as tls:
                     tls.do_handshake()
-            took.append(time.monotonic() - t0)
+                    took.append(time.monotonic() - t0)
+                    # close_notify, so that the proxy logs a clean end
+                    try:
+                        tls.unwrap()
+                    except (OSError, ssl.SSLError):
+                        pass
         except (OSError, ssl.SSLError) as e:
             failed += 1
             print(f"probe: handshake failed after "
