@@ -565,6 +565,15 @@ count_wire_in(struct strata_engine *e)
 	e->t_in_seen = len;
 }
 
+/* Closing: drop what the transport read, counted as read. */
+static void
+drop_wire_in(struct strata_engine *e)
+{
+	count_wire_in(e);
+	evbuffer_drain(e->t_in, evbuffer_get_length(e->t_in));
+	e->t_in_seen = 0;
+}
+
 
 /*
  * Run the input side bottom-up until nothing moves. @p lim bounds what the
@@ -1060,9 +1069,7 @@ wrap_r(struct bufferevent *t, void *arg)
 	/* closing: input is dropped, unless a layer still needs it to
 	 * finish its handshake (strata_close() right after connect) */
 	if (e->closing && !e->handshaking) {
-		count_wire_in(e);
-		evbuffer_drain(e->t_in, evbuffer_get_length(e->t_in));
-		e->t_in_seen = 0;
+		drop_wire_in(e);
 		return;
 	}
 	/* The engine's own read path rather than libevent's filter read
@@ -1931,9 +1938,7 @@ close_drop_input(struct strata_engine *e)
 	for (i = 0; i + 1 < e->n; i++)
 		evbuffer_drain(e->layers[i]->up,
 		    evbuffer_get_length(e->layers[i]->up));
-	count_wire_in(e);
-	evbuffer_drain(e->t_in, evbuffer_get_length(e->t_in));
-	e->t_in_seen = 0;
+	drop_wire_in(e);
 	transport_read_update(e);
 }
 

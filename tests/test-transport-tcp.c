@@ -911,11 +911,13 @@ fd_wait_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct fd_wait *w = arg;
 
-	(void)bev;
 	if (what & BEV_EVENT_CONNECTED)
 		w->connected = 1;
 	else if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF))
-		w->failed = 1;
+		/* failed, with a message that says why (4: another one) */
+		w->failed = strstr(strata_last_error(bev) ? strata_last_error(
+		    bev) : "", "no free file descriptor before the timeout: "
+		    "Too many open files") ? 1 : 4;
 }
 
 static void
@@ -933,7 +935,8 @@ fd_wait_free_one(evutil_socket_t fd, short what, void *arg)
  * In a child with every fd under its limit taken: the connect cannot get a
  * socket, and must wait for one (a fd freed 200 ms later) within its
  * timeout instead of failing at once. Exit 0 when it connected, 1 when it
- * failed, 2 when it did neither, 3 when the setup could not be made.
+ * failed saying it found no fd, 4 when it failed otherwise, 2 when it did
+ * neither, 3 when the setup could not be made.
  */
 static int
 connect_when_out_of_fds(int port, int free_one)
@@ -975,7 +978,7 @@ connect_when_out_of_fds(int port, int free_one)
 		event_base_loopexit(base, &slice);
 		event_base_dispatch(base);
 	}
-	r = w.connected ? 0 : w.failed ? 1 : 2;
+	r = w.connected ? 0 : w.failed ? w.failed : 2;
 out:
 	while (w.n)
 		close(w.fill[--w.n]);

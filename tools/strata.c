@@ -137,8 +137,6 @@ static struct {
 
 static void progress_erase(void);
 static struct event_base *new_base(int stdio);
-static void proxy_accept(struct strata_listener *l, struct bufferevent *top,
-    void *arg);
 
 static void
 set_exit(int code)
@@ -1196,7 +1194,7 @@ spread(void)
 
 /* Listen, run until a signal drains the server, clean up. */
 static int
-serve(strata_accept_fn cb)
+serve(strata_accept_fn cb, unsigned fds_per_conn)
 {
 	static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
 	struct event *sig[3] = {NULL, NULL, NULL};
@@ -1210,7 +1208,7 @@ serve(strata_accept_fn cb)
 		if (sig[i])
 			evsignal_add(sig[i], NULL);
 	}
-	srv.fd_room = fd_room(cb == proxy_accept ? 2 : o.exec_cmd ? 3 : 1);
+	srv.fd_room = fd_room(fds_per_conn);
 	if (workers_start() < 0) {
 		/* the ones running end (and are joined) as in a drain; a
 		 * loopbreak could come before their loop starts, and be lost */
@@ -1281,7 +1279,7 @@ cmd_proxy(int argc, char **argv)
 		set_exit(EXIT_USAGE);
 		return exit_code;
 	}
-	return serve(proxy_accept);
+	return serve(proxy_accept, 2); /* the client's fd, the target's */
 }
 
 /* ---- strata connect: stdin/stdout through a stack ---- */
@@ -1486,7 +1484,8 @@ cmd_listen(int argc, char **argv)
 		if (stack_prepare(&srv.target, cmd, 1) < 0)
 			return EXIT_FAILURE_;
 	}
-	return serve(listen_accept);
+	/* --exec: the client's fd and the child's two pipes */
+	return serve(listen_accept, o.exec_cmd ? 3 : 1);
 }
 
 /* ---- strata plugins ---- */

@@ -356,7 +356,11 @@ tcp_start(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	if (st->connecting) { /* the timer: connect timeout */
 		tcp_drop_socket(st);
-		tcp_fail(st, ETIMEDOUT, "timed out");
+		if (cn->retry && evtimer_pending(cn->retry, NULL))
+			tcp_fail(st, cn->last_err,
+			    "failed: no free file descriptor before the timeout");
+		else
+			tcp_fail(st, ETIMEDOUT, "timed out");
 		return;
 	}
 	st->connecting = 1;
