@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,25 @@ void bufferevent_unsuspend_read_(struct bufferevent *bufev, ev_uint16_t what);
 #define TRANSPORT_WR_LOW (64 * 1024)
 /* How far a layer's room may grow to end on a chain boundary. */
 #define CHAIN_SLACK (64 * 1024)
+
+union bev_ctrl_data {
+	void *ptr;
+	evutil_socket_t fd;
+};
+
+enum { CTRL_SET_FD, CTRL_GET_FD, CTRL_GET_UNDERLYING, CTRL_CANCEL_ALL };
+
+struct bev_ops {
+	const char *type;
+	off_t mem_offset;
+	int (*enable)(struct bufferevent *, short);
+	int (*disable)(struct bufferevent *, short);
+	void (*unlink)(struct bufferevent *);
+	void (*destruct)(struct bufferevent *);
+	int (*adj_timeouts)(struct bufferevent *);
+	int (*flush)(struct bufferevent *, short, enum bufferevent_flush_mode);
+	int (*ctrl)(struct bufferevent *, int, union bev_ctrl_data *);
+};
 
 struct strata_layer {
 	const struct strata_filter_type *type;
@@ -122,6 +142,24 @@ struct strata_engine {
 	unsigned flush_due : 1;	  /* a layer asked for a BEV_FLUSH pass */
 	unsigned handshaking : 1; /* a gating layer is not ready yet */
 	unsigned wcb_due : 1;	  /* the user wrote; write callback owed */
+	/* direct stacks (the transport's socket bufferevent is the top) */
+	unsigned direct_ok : 1;	  /* may be built direct */
+	unsigned direct : 1;	  /* is direct */
+	unsigned lib_rd : 1;	  /* libevent has the top's reading on */
+	unsigned lib_wr : 1;	  /* libevent has the top's writing on */
+	unsigned connecting : 1;  /* a connect() is in progress */
+	unsigned rd_off : 1;	  /* the wire is read no more */
+	unsigned wr_off : 1;	  /* the wire is written no more */
+	unsigned rd_limited : 1;  /* the read rate limit ran out */
+	unsigned wr_limited : 1;  /* the write rate limit ran out */
+	unsigned poke_in : 1;	  /* the next read event re-runs every layer */
+	unsigned poked_rd : 1;	  /* ev_read was activated by the engine */
+	unsigned poked_wr : 1;	  /* ev_write was activated by the engine */
+	unsigned announce_due : 1; /* raise CONNECTED from the read event */
+	unsigned out_stalled : 1; /* the layers took none of the top's output */
+	int conn_err;		  /* the connect() that failed at once */
+	/* a direct top's be_ops: the engine is found from it */
+	struct bev_ops ops;
 };
 
 static const struct timeval hook_now = {0, 1};
@@ -129,6 +167,12 @@ static const struct timeval hook_now = {0, 1};
 static void wrap_r(struct bufferevent *t, void *arg);
 static void close_finish(struct strata_engine *e, int delivered);
 static void send_connected(struct strata_engine *e);
+static int is_direct(struct bufferevent *bev);
+static struct strata_engine *direct_engine(struct bufferevent *bev);
+static void wire_update(struct strata_engine *e);
+static void poke_read(struct strata_engine *e);
+static void poke_write(struct strata_engine *e);
+static void pass_event(struct strata_engine *e, short what);
 
 /* ---- finding the engine of a top ---- */
 
@@ -139,6 +183,8 @@ engine_of(struct bufferevent *top)
 	bufferevent_data_cb r = NULL;
 	void *arg = NULL;
 
+	if (top && is_direct(top))
+		return direct_engine(top);
 	if (!top || !(t = bufferevent_get_underlying(top)))
 		return NULL;
 	bufferevent_getcb(t, &r, NULL, NULL, &arg);
@@ -316,6 +362,8 @@ hooks_update_from(struct strata_engine *e, size_t t_in_len)
 {
 	struct bufferevent *top = e->top;
 
+	if (e->direct) /* the top's timeouts are the user's */
+		return;
 	if (!e->eof && input_held_from(e, t_in_len))
 		top->timeout_read = hook_now;
 	else
@@ -367,6 +415,7 @@ engine_fail(struct strata_engine *e, short dir, enum strata_error_code code,
 {
 	if (e->failed)
 		return;
+	if (getenv("SDBG")) fprintf(stderr, "FAIL %s\n", msg);
 	e->failed = 1;
 	e->fail_dir = dir;
 	e->error = strata_strdup_(msg);
@@ -384,7 +433,11 @@ engine_fail(struct strata_engine *e, short dir, enum strata_error_code code,
 		e->err_detail->message[n] = 0;
 		strata_text_clean_(e->err_detail->message);
 	}
-	bufferevent_disable(e->transport, EV_READ);
+	if (e->direct) {
+		e->rd_off = 1;
+		wire_update(e);
+	} else
+		bufferevent_disable(e->transport, EV_READ);
 	if (!e->depth)
 		raise_error(e);
 }
@@ -673,7 +726,11 @@ input_ended(struct strata_engine *e)
 			return -1;
 		e->layers[i]->in_finished = 1;
 	}
-	bufferevent_disable(e->transport, EV_READ);
+	if (e->direct) {
+		e->rd_off = 1;
+		wire_update(e);
+	} else
+		bufferevent_disable(e->transport, EV_READ);
 	bufferevent_trigger_event(e->top, BEV_EVENT_EOF | BEV_EVENT_READING,
 	    BEV_TRIG_DEFER_CALLBACKS);
 	return 1;
@@ -808,6 +865,13 @@ fail:;
 static void
 transport_read_from(struct strata_engine *e, size_t len)
 {
+	if (e->direct) {
+		if (e->rd_parked != (len >= TRANSPORT_RD_HIGH)) {
+			e->rd_parked = len >= TRANSPORT_RD_HIGH;
+			wire_update(e);
+		}
+		return;
+	}
 	if (!e->rd_parked && len >= TRANSPORT_RD_HIGH) {
 		e->rd_parked = 1;
 		bufferevent_disable(e->transport, EV_READ);
@@ -972,7 +1036,7 @@ rerun_output(struct strata_engine *e)
 
 	if (e->failed)
 		return;
-	if (e->wr_timed_out && take) {
+	if (e->wr_timed_out && take && !e->direct) {
 		e->wr_timed_out = 0;
 		bufferevent_enable(e->transport, EV_WRITE);
 	}
@@ -1110,6 +1174,10 @@ handshake_update(struct strata_engine *e)
 	if (hs == (int)e->handshaking || e->failed)
 		return;
 	e->handshaking = (unsigned)hs;
+	if (e->direct) {
+		wire_update(e);
+		return;
+	}
 	if (bufferevent_get_enabled(e->top) & EV_READ)
 		return;
 	if (hs)
@@ -1164,7 +1232,7 @@ on_eof(struct strata_engine *e, short what)
 	if (evbuffer_get_length(in) > before)
 		bufferevent_trigger(e->top, EV_READ,
 		    BEV_TRIG_IGNORE_WATERMARKS);
-	e->orig_e(e->transport, what, e->orig_arg);
+	pass_event(e, what);
 }
 
 static void
@@ -1176,7 +1244,7 @@ on_timeout(struct strata_engine *e, short what)
 		/* Disable on the top, keep the transport armed: the user's
 		 * bufferevent_enable(top, EV_READ) then resumes it. */
 		bufferevent_disable(e->top, EV_READ);
-		if (!e->rd_parked)
+		if (!e->rd_parked && !e->direct)
 			bufferevent_enable(e->transport, EV_READ);
 	}
 	if (what & BEV_EVENT_WRITING) {
@@ -1184,7 +1252,7 @@ on_timeout(struct strata_engine *e, short what)
 		e->wr_timed_out = 1;
 		hooks_update(e);
 	}
-	e->orig_e(e->transport, what, e->orig_arg);
+	pass_event(e, what);
 }
 
 static void
@@ -1218,18 +1286,16 @@ on_error(struct strata_engine *e, short what)
 		return; /* a layer's error is on its way to the user */
 	else
 		e->error_raised = 1;
-	e->orig_e(e->transport, what, e->orig_arg);
+	pass_event(e, what);
 }
 
+/* An event of the transport, seen before the top gets it (the caller
+ * holds the top's lock and a reference). */
 static void
-wrap_e(struct bufferevent *t, short what, void *arg)
+transport_event(struct strata_engine *e, short what)
 {
-	struct strata_engine *e = arg;
-
 	if (e->failed && !e->closing)
 		return; /* the user already has the error */
-	bufferevent_incref(e->top);
-	bufferevent_lock(e->top);
 	if (e->tport && e->tport->event && e->tport->event(e->tstate, what))
 		; /* the transport handled it (e.g. trying the next address) */
 	else if (what & BEV_EVENT_CONNECTED) {
@@ -1240,6 +1306,9 @@ wrap_e(struct bufferevent *t, short what, void *arg)
 			(void)priority_apply(e);
 		start_layers(e);
 		send_connected(e);
+		/* what the user wrote while connecting goes now */
+		if (e->direct)
+			poke_write(e);
 		/* the output was finished while connecting: send the rest,
 		 * then shut down */
 		if (e->out_finished && !e->failed) {
@@ -1255,9 +1324,609 @@ wrap_e(struct bufferevent *t, short what, void *arg)
 	else if (what & BEV_EVENT_ERROR)
 		on_error(e, what);
 	else
-		e->orig_e(t, what, e->orig_arg);
+		pass_event(e, what);
+}
+
+static void
+wrap_e(struct bufferevent *t, short what, void *arg)
+{
+	struct strata_engine *e = arg;
+
+	(void)t;
+	if (e->failed && !e->closing)
+		return; /* the user already has the error */
+	bufferevent_incref(e->top);
+	bufferevent_lock(e->top);
+	transport_event(e, what);
 	bufferevent_unlock(e->top);
 	bufferevent_decref(e->top);
+}
+
+/* ---- direct stacks: the transport's socket bufferevent is the top ---- */
+
+/*
+ * A stack built by strata_connect() or strata_listen() over a built-in
+ * transport needs no second bufferevent: its top is the transport's own
+ * socket bufferevent, the engine reads and writes the socket itself (the
+ * wire buffers t_in and t_out are the engine's), and the user's callbacks,
+ * watermarks, timeouts and rate limits sit on that one bufferevent. About
+ * 1 KB less per connection than a filter bufferevent over it (bench/
+ * README.md, "Memory per idle connection").
+ *
+ * libevent tells a bufferevent's implementation about enable, disable,
+ * flush, fd changes and the final free through the table its be_ops
+ * points to (struct bufferevent_ops in bufferevent-internal.h, not
+ * installed). A direct top gets a copy of the socket type's table with
+ * those entries replaced, so they reach the engine; the socket type's
+ * own entries still do the rest (closing the fd, timeouts, the fd
+ * query). The table's layout is libevent 2.1's: direct stacks are used
+ * only with the libevent they were checked against, and only when the
+ * socket type's table looks as expected; otherwise every stack is built
+ * over a filter bufferevent as before. STRATA_DIRECT=0 in the
+ * environment forces that too (for comparisons).
+ */
+/* libevent-internal, exported: charge a bufferevent's rate limits (its
+ * own bucket and its group's), suspending it when they run out. The
+ * struct bufferevent is the first member of its private part. */
+struct bufferevent_private;
+int bufferevent_decrement_read_buckets_(struct bufferevent_private *bev,
+    ev_ssize_t bytes);
+int bufferevent_decrement_write_buckets_(struct bufferevent_private *bev,
+    ev_ssize_t bytes);
+#define BEV_PRIVATE(bev) ((struct bufferevent_private *)(void *)(bev))
+
+#define LIBEVENT_CHECKED 0x02010c00 /* 2.1.12-stable */
+
+static const struct bev_ops *sock_ops;
+static struct bev_ops direct_ops;
+static int direct_state; /* 0: not checked yet, 1: usable, -1: not */
+static pthread_mutex_t direct_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void engine_free(void *arg);
+
+static void direct_read(evutil_socket_t fd, short what, void *arg);
+static void direct_write(evutil_socket_t fd, short what, void *arg);
+static int d_enable(struct bufferevent *bev, short what);
+
+static int
+is_direct(struct bufferevent *bev)
+{
+	return ((const struct bev_ops *)(const void *)bev->be_ops)->enable ==
+	    d_enable;
+}
+
+int
+strata_bev_is_direct_(struct bufferevent *bev)
+{
+	return bev && is_direct(bev);
+}
+
+/* The events' argument must be the bufferevent: libevent finalizes the
+ * top through whichever of them runs (bufferevent.c:737). */
+static struct strata_engine *
+direct_engine(struct bufferevent *bev)
+{
+	return (struct strata_engine *)(void *)((char *)(uintptr_t)
+	    bev->be_ops - offsetof(struct strata_engine, ops));
+}
+
+static void
+wire_set(struct event *ev, short kind, int on, unsigned poked,
+    const struct timeval *tv)
+{
+	int pending = !!event_pending(ev, kind, NULL);
+
+	if (on && !pending)
+		event_add(ev, evutil_timerisset(tv) ? tv : NULL);
+	else if (!on && pending && !poked) /* a poke re-evaluates itself */
+		event_del(ev);
+}
+
+/*
+ * Read the socket while someone wants its bytes and there is room; write
+ * it while the engine holds bytes for it (the engine moves the user's
+ * output down from its write event, which libevent adds on every write
+ * to the top, and from pokes: a writable socket with nothing to send
+ * would otherwise wake the loop forever).
+ */
+static void
+wire_update(struct strata_engine *e)
+{
+	struct bufferevent *top = e->top;
+	int fd_ok = event_get_fd(&top->ev_read) >= 0, rd, wr;
+
+	if (!e->direct)
+		return;
+	rd = fd_ok && !e->connecting && !e->rd_off && !e->rd_parked &&
+	    !e->rd_limited && (e->lib_rd || e->handshaking || e->closing);
+	wr = fd_ok && !e->wr_off && (e->connecting ||
+	    (!e->shut_wr && !e->wr_limited && !e->wr_timed_out &&
+		(evbuffer_get_length(e->t_out) || (e->lib_wr &&
+		    !e->out_stalled && evbuffer_get_length(e->top_out)))));
+	if (getenv("SDBG")) fprintf(stderr, "wire_update %p failed=%d rdoff=%d park=%d lim=%d wrlim=%d hs=%d rd=%d wr=%d lib_rd=%d lib_wr=%d conn=%d tin=%zu tout=%zu topin=%zu topout=%zu fd=%d\n", (void*)top, e->failed, e->rd_off, e->rd_parked, e->rd_limited, e->wr_limited, e->handshaking, rd, wr, e->lib_rd, e->lib_wr, e->connecting, evbuffer_get_length(e->t_in), evbuffer_get_length(e->t_out), evbuffer_get_length(e->top_in), evbuffer_get_length(e->top_out), event_get_fd(&top->ev_read));
+	wire_set(&top->ev_read, EV_READ, rd, e->poked_rd, &top->timeout_read);
+	wire_set(&top->ev_write, EV_WRITE, wr, e->poked_wr,
+	    &top->timeout_write);
+}
+
+static void
+poke_read(struct strata_engine *e)
+{
+	if (!e->direct) {
+		event_active(&e->top->ev_read, EV_TIMEOUT, 1);
+		return;
+	}
+	e->poke_in = 1;
+	e->poked_rd = 1;
+	event_active(&e->top->ev_read, EV_READ, 1);
+}
+
+static void
+poke_write(struct strata_engine *e)
+{
+	if (!e->direct) {
+		event_active(&e->top->ev_write, EV_TIMEOUT, 1);
+		return;
+	}
+	if (e->connecting) /* connecting ends with a pass anyway */
+		return;
+	e->out_stalled = 0;
+	e->poked_wr = 1;
+	event_active(&e->top->ev_write, EV_WRITE, 1);
+}
+
+/* Raise CONNECTED from the loop (see strata_engine_build_). */
+static void
+announce_later(struct strata_engine *e)
+{
+	if (!e->direct) {
+		event_active(&e->top->ev_read, EV_TIMEOUT, 1);
+		return;
+	}
+	e->announce_due = 1;
+	e->poked_rd = 1;
+	event_active(&e->top->ev_read, EV_READ, 1);
+}
+
+/* A transport event the engine has handled goes on to the user. */
+static void
+pass_event(struct strata_engine *e, short what)
+{
+	if (e->direct)
+		bufferevent_trigger_event(e->top, what, 0);
+	else
+		e->orig_e(e->transport, what, e->orig_arg);
+}
+
+static int
+d_enable(struct bufferevent *bev, short what)
+{
+	struct strata_engine *e = direct_engine(bev);
+
+	if (what & EV_READ) {
+		e->lib_rd = 1;
+		e->rd_limited = 0;
+	}
+	if (what & EV_WRITE) {
+		e->lib_wr = 1;
+		e->wr_limited = 0;
+		e->wr_timed_out = 0;
+		e->out_stalled = 0;
+	}
+	wire_update(e);
+	/* data parked in the engine moves now (traps 3 and 7) */
+	if ((what & EV_READ) && !e->eof && input_held(e))
+		poke_read(e);
+	if ((what & EV_WRITE) && (evbuffer_get_length(e->top_out) ||
+		e->wcb_due || output_held_below(e)))
+		poke_write(e);
+	return 0;
+}
+
+static int
+d_disable(struct bufferevent *bev, short what)
+{
+	struct strata_engine *e = direct_engine(bev);
+
+	if (what & EV_READ)
+		e->lib_rd = 0;
+	if (what & EV_WRITE)
+		e->lib_wr = 0;
+	wire_update(e);
+	return 0;
+}
+
+/* bufferevent_flush() on the top: the filter functions' flush modes. */
+static int
+d_flush(struct bufferevent *bev, short iotype, enum bufferevent_flush_mode mode)
+{
+	struct strata_engine *e = direct_engine(bev);
+	size_t before = evbuffer_get_length(e->top_out);
+	int r = 0;
+
+	if (mode == BEV_NORMAL)
+		return 0;
+	if ((iotype & EV_READ) &&
+	    engine_input(e->t_in, e->top_in, -1, mode, e) == BEV_OK)
+		r = 1;
+	if ((iotype & EV_WRITE) &&
+	    engine_output(e->top_out, e->t_out, -1, mode, e) == BEV_OK)
+		r = 1;
+	if (evbuffer_get_length(e->top_out) < before)
+		e->wcb_due = 1;
+	wire_update(e);
+	return r;
+}
+
+/* Point the top's two events at the engine (and at new fds). */
+static void
+direct_assign(struct strata_engine *e, evutil_socket_t rfd,
+    evutil_socket_t wfd)
+{
+	struct bufferevent *top = e->top;
+	struct event_base *base = bufferevent_get_base(top);
+
+	event_del(&top->ev_read);
+	event_del(&top->ev_write);
+	e->poked_rd = e->poked_wr = 0;
+	event_assign(&top->ev_read, base, rfd, EV_READ | EV_PERSIST |
+	    EV_FINALIZE, direct_read, top);
+	event_assign(&top->ev_write, base, wfd, EV_WRITE | EV_PERSIST |
+	    EV_FINALIZE, direct_write, top);
+	if (e->priority >= 0) {
+		event_priority_set(&top->ev_read, e->priority);
+		event_priority_set(&top->ev_write, e->priority);
+	}
+}
+
+static int
+d_ctrl(struct bufferevent *bev, int op, union bev_ctrl_data *d)
+{
+	struct strata_engine *e = direct_engine(bev);
+
+	switch (op) {
+	case CTRL_SET_FD: /* a transport trying its next address */
+		direct_assign(e, d->fd, d->fd);
+		e->connecting = 0;
+		e->conn_err = 0;
+		wire_update(e);
+		return 0;
+	case CTRL_GET_UNDERLYING:
+		return -1;
+	default:
+		return sock_ops->ctrl(bev, op, d);
+	}
+}
+
+/* The top is finalized: free the engine, then let the socket type close
+ * its fd. */
+static void
+d_destruct(struct bufferevent *bev)
+{
+	struct strata_engine *e = direct_engine(bev);
+
+	bev->be_ops = (const void *)sock_ops; /* the table is e's */
+	engine_free(e);
+	sock_ops->destruct(bev);
+}
+
+/* The first direct build checks the socket type's table (on the
+ * transport it got: a probe bufferevent of its own would need a base of
+ * its own) and makes the direct table from it. */
+static int
+direct_check(const struct bufferevent *t)
+{
+	const struct bev_ops *o = (const void *)t->be_ops;
+	int st = -1;
+
+	pthread_mutex_lock(&direct_mu);
+	if (direct_state) {
+		pthread_mutex_unlock(&direct_mu);
+		return direct_state > 0;
+	}
+	if (o->type && !strcmp(o->type, "socket") && o->mem_offset == 0 &&
+	    o->enable && o->disable && !o->unlink && o->destruct &&
+	    o->adj_timeouts && o->flush && o->ctrl) {
+		sock_ops = o;
+		direct_ops = *o;
+		direct_ops.type = "strata";
+		direct_ops.enable = d_enable;
+		direct_ops.disable = d_disable;
+		direct_ops.destruct = d_destruct;
+		direct_ops.flush = d_flush;
+		direct_ops.ctrl = d_ctrl;
+		st = 1;
+	}
+	__atomic_store_n(&direct_state, st, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&direct_mu);
+	return st > 0;
+}
+
+static int
+direct_usable(const struct bufferevent *t)
+{
+	int st = __atomic_load_n(&direct_state, __ATOMIC_ACQUIRE);
+
+	if (st)
+		return st > 0 && (const void *)t->be_ops ==
+		    (const void *)sock_ops;
+	return direct_check(t);
+}
+
+void
+strata_engine_allow_direct_(struct strata_engine *e,
+    const struct strata_transport_type *t)
+{
+	static int env = -1;
+
+	if (t != &strata_tcp_transport_ && t != &strata_unix_transport_ &&
+	    t != &strata_pipe_transport_ && t != &strata_exec_transport_)
+		return;
+	if (env < 0) {
+		const char *v = getenv("STRATA_DIRECT");
+		env = (!v || strcmp(v, "0")) &&
+		    (event_get_version_number() & 0xffffff00) ==
+		    LIBEVENT_CHECKED;
+	}
+	e->direct_ok = env && __atomic_load_n(&direct_state,
+	    __ATOMIC_ACQUIRE) >= 0;
+}
+
+int
+strata_conn_bev_options_(struct strata_conn *c)
+{
+	return c->engine->direct_ok ? c->options &
+	    (BEV_OPT_DEFER_CALLBACKS | BEV_OPT_UNLOCK_CALLBACKS) : 0;
+}
+
+/* Read what the socket has into t_in. 1: read, 0: nothing (would block,
+ * no room, rate limited), -1: EOF or error, raised. */
+static int
+wire_read(struct strata_engine *e, evutil_socket_t fd)
+{
+	struct bufferevent *top = e->top;
+	size_t len = evbuffer_get_length(e->t_in);
+	ev_ssize_t howmuch = bufferevent_get_max_to_read(top);
+	int r, err;
+
+	if (len >= TRANSPORT_RD_HIGH) {
+		e->rd_parked = 1;
+		return 0;
+	}
+	if (howmuch > (ev_ssize_t)(TRANSPORT_RD_HIGH - len))
+		howmuch = (ev_ssize_t)(TRANSPORT_RD_HIGH - len);
+	if (howmuch <= 0) {
+		e->rd_limited = 1;
+		return 0;
+	}
+	r = strata_wire_read_(e->t_in, fd, howmuch);
+	err = errno;
+	if (r < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR))
+		return 0;
+	if (r <= 0) {
+		e->rd_off = 1;
+		EVUTIL_SET_SOCKET_ERROR(r < 0 ? err : 0);
+		transport_event(e, BEV_EVENT_READING |
+		    (r < 0 ? BEV_EVENT_ERROR : BEV_EVENT_EOF));
+		return -1;
+	}
+	bufferevent_decrement_read_buckets_(BEV_PRIVATE(top),
+	    (ev_ssize_t)(evbuffer_get_length(e->t_in) - len));
+	return 1;
+}
+
+/* Write t_out to the socket. 1: wrote, 0: nothing, -1: error, raised. */
+static int
+wire_write(struct strata_engine *e)
+{
+	struct bufferevent *top = e->top;
+	ev_ssize_t max = bufferevent_get_max_to_write(top);
+	int n, err;
+
+	if (max <= 0) {
+		e->wr_limited = 1;
+		return 0;
+	}
+	n = evbuffer_write_atmost(e->t_out, event_get_fd(&top->ev_write),
+	    max);
+	err = errno;
+	if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR))
+		return 0;
+	if (n < 0) {
+		e->wr_off = 1;
+		EVUTIL_SET_SOCKET_ERROR(err);
+		transport_event(e, BEV_EVENT_WRITING | BEV_EVENT_ERROR);
+		return -1;
+	}
+	e->wire_out += (uint64_t)n;
+	bufferevent_decrement_write_buckets_(BEV_PRIVATE(top), n);
+	return n > 0;
+}
+
+static void
+direct_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct bufferevent *top = arg;
+	struct strata_engine *e = direct_engine(top);
+
+	bufferevent_incref(top);
+	bufferevent_lock(top);
+	e->poked_rd = 0;
+	if (e->announce_due) {
+		e->announce_due = 0;
+		send_connected(e);
+	}
+	if (what & EV_TIMEOUT) {
+		EVUTIL_SET_SOCKET_ERROR(0);
+		transport_event(e, BEV_EVENT_READING | BEV_EVENT_TIMEOUT);
+	} else if (!e->failed || e->closing) {
+		int full = e->poke_in;
+		e->poke_in = 0;
+		if (!e->connecting && !e->rd_off && !e->rd_parked &&
+		    (e->lib_rd || e->handshaking || e->closing) &&
+		    wire_read(e, fd) < 0)
+			goto out;
+		if (e->closing && !e->handshaking)
+			drop_wire_in(e);
+		else
+			input_pass(e, full);
+	}
+out:
+	wire_update(e);
+	bufferevent_unlock(top);
+	bufferevent_decref(top);
+}
+
+/* The socket became writable while connecting: how did it end? */
+static void
+connect_done(struct strata_engine *e, evutil_socket_t fd)
+{
+	int err = e->conn_err;
+	socklen_t len = sizeof(err);
+
+	if (!err && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	e->connecting = 0;
+	e->conn_err = 0;
+	EVUTIL_SET_SOCKET_ERROR(err);
+	transport_event(e, err ? BEV_EVENT_ERROR : BEV_EVENT_CONNECTED);
+}
+
+/* Move the user's output down, within the room the wire buffer has. */
+static void
+direct_output(struct strata_engine *e)
+{
+	size_t before = evbuffer_get_length(e->top_out);
+
+	rerun_output(e);
+	if (evbuffer_get_length(e->top_out) < before)
+		e->wcb_due = 1;
+	/* nothing taken, nothing to send: wait for a layer's kick (a
+	 * handshake that completes) rather than for a writable socket */
+	e->out_stalled = before && evbuffer_get_length(e->top_out) >= before &&
+	    !evbuffer_get_length(e->t_out);
+}
+
+static void
+direct_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct bufferevent *top = arg;
+	struct strata_engine *e = direct_engine(top);
+
+	bufferevent_incref(top);
+	bufferevent_lock(top);
+	e->poked_wr = 0;
+	if (what & EV_TIMEOUT) {
+		EVUTIL_SET_SOCKET_ERROR(0);
+		transport_event(e, BEV_EVENT_WRITING | BEV_EVENT_TIMEOUT);
+		goto out;
+	}
+	if (e->connecting) {
+		connect_done(e, fd);
+		goto out;
+	}
+	if (e->out_finished && !e->failed &&
+	    evbuffer_get_length(e->top_out)) {
+		engine_fail(e, BEV_EVENT_WRITING, STRATA_ERR_STATE, 0,
+		    "strata: write after the output was finished");
+		goto out;
+	}
+	direct_output(e);
+	if (!e->wr_off && !e->shut_wr && !e->wr_timed_out &&
+	    evbuffer_get_length(e->t_out)) {
+		int r = wire_write(e);
+		if (r < 0)
+			goto out;
+		if (r > 0 && evbuffer_get_length(e->t_out) < TRANSPORT_WR_LOW)
+			direct_output(e); /* refill */
+	}
+	maybe_shutdown(e);
+	write_cb_update(e);
+out:
+	wire_update(e);
+	bufferevent_unlock(top);
+	bufferevent_decref(top);
+}
+
+/*
+ * Make @p e's top its transport's socket bufferevent. Runs last in
+ * strata_engine_build_(), when nothing can fail any more.
+ */
+static struct bufferevent *
+direct_build(struct strata_engine *e, struct bufferevent *t,
+    const struct strata_build *b)
+{
+	bufferevent_lock(t);
+	e->direct = 1;
+	e->top = t;
+	e->tstate = b->tstate;
+	e->top_in = bufferevent_get_input(t);
+	e->top_out = bufferevent_get_output(t);
+	e->lib_rd = !!(t->enabled & EV_READ);
+	e->lib_wr = !!(t->enabled & EV_WRITE);
+	/* a socket bufferevent freezes its input's end and its output's
+	 * start outside its own reads and writes; the engine's are these */
+	evbuffer_unfreeze(e->top_in, 0);
+	evbuffer_unfreeze(e->top_out, 1);
+	direct_assign(e, event_get_fd(&t->ev_read),
+	    event_get_fd(&t->ev_write));
+	e->ops = direct_ops;
+	t->be_ops = (const void *)&e->ops;
+	if (b->connected) {
+		e->connected = 1;
+		start_layers(e);
+		if (b->announce)
+			announce_later(e);
+		else
+			send_connected(e);
+	}
+	wire_update(e);
+	bufferevent_unlock(t);
+	return t;
+}
+
+int
+strata_socket_connect_(struct strata_conn *c, struct bufferevent *bev,
+    const struct sockaddr *sa, int salen)
+{
+	struct strata_engine *e = c->engine;
+	evutil_socket_t fd;
+
+	if (!e->direct_ok) {
+		if (bufferevent_socket_connect(bev, sa, salen) < 0)
+			return -1;
+		strata_socket_tune(bev, -1);
+		return 0;
+	}
+	fd = bufferevent_getfd(bev);
+	if (sa && connect(fd, sa, (socklen_t)salen) < 0 &&
+	    errno != EINPROGRESS)
+		return -1;
+	e->connecting = 1;
+	e->conn_err = 0;
+	if (e->direct) {
+		wire_update(e);
+		strata_socket_tune(bev, -1);
+	}
+	return 0;
+}
+
+void
+strata_conn_event_(struct strata_conn *c, short what)
+{
+	struct strata_engine *e = c->engine;
+	struct bufferevent *top = e->top;
+
+	if (!e->direct) {
+		bufferevent_trigger_event(e->transport, what, 0);
+		return;
+	}
+	bufferevent_incref(top);
+	bufferevent_lock(top);
+	transport_event(e, what);
+	wire_update(e);
+	bufferevent_unlock(top);
+	bufferevent_decref(top);
 }
 
 /* ---- building and freeing ---- */
@@ -1309,12 +1978,16 @@ engine_free(void *arg)
 		e->tport->destroy(e->tstate);
 	if (e->conn.own_dns && e->conn.dns)
 		evdns_base_free(e->conn.dns, 1);
-	bufferevent_setcb(e->transport, NULL, NULL, NULL, NULL);
+	if (e->direct) {
+		evbuffer_free(e->t_in);
+		evbuffer_free(e->t_out);
+	} else
+		bufferevent_setcb(e->transport, NULL, NULL, NULL, NULL);
 	/* bufferevent_filter_new suspended the transport's reading
 	 * (bufferevent_filter.c:223); the close-on-free unlink we always
 	 * use does not lift it (:234-245), so a transport handed back to
 	 * its caller could never read again. */
-	if (!e->own_transport && transport_fd_open(e)) {
+	if (!e->direct && !e->own_transport && transport_fd_open(e)) {
 		bufferevent_unsuspend_read_(e->transport,
 		    STRATA_BEV_SUSPEND_FILT_READ);
 		if (e->rd_parked)
@@ -1507,6 +2180,22 @@ strata_engine_build_(struct strata_engine *e, struct bufferevent *transport,
 		return NULL;
 	}
 	e->n = spec->n;
+	if (e->direct_ok && b->tport && direct_usable(transport)) {
+		struct evbuffer *in = evbuffer_new(), *out = evbuffer_new();
+		if (!in || !out) {
+			if (in)
+				evbuffer_free(in);
+			if (out)
+				evbuffer_free(out);
+			strata_error_set(err, STRATA_ERR_NOMEM,
+			    "out of memory");
+			strata_engine_discard_(e);
+			return NULL;
+		}
+		e->t_in = in;
+		e->t_out = out;
+		return direct_build(e, transport, b);
+	}
 	top = bufferevent_filter_new(transport, engine_input, engine_output,
 	    top_options(e->conn.options), engine_free, e);
 	if (!top) {
@@ -1556,7 +2245,7 @@ strata_engine_build_(struct strata_engine *e, struct bufferevent *transport,
 			/* From the loop (hook_read): libevent drops an event
 			 * raised while the top has no event callback, and the
 			 * accept callback sets one only after we return. */
-			event_active(&top->ev_read, EV_TIMEOUT, 1);
+			announce_later(e);
 		else
 			send_connected(e);
 	}
@@ -1576,7 +2265,7 @@ strata_engine_accepted_(struct bufferevent *top)
 		return;
 	bufferevent_lock(top);
 	if (!e->connect_sent && !e->failed)
-		event_active(&top->ev_read, EV_TIMEOUT, 1);
+		announce_later(e);
 	bufferevent_unlock(top);
 }
 
@@ -1715,18 +2404,16 @@ strata_layer_wrote_below(struct strata_layer *l)
 	l->side_writes++;
 	l->engine->below_dirty = 1;
 	if (!l->engine->depth && l->engine->top)
-		event_active(&l->engine->top->ev_write, EV_TIMEOUT, 1);
+		poke_write(l->engine);
 }
 
 void
 strata_layer_kick(struct strata_layer *l)
 {
-	struct bufferevent *top = l->engine->top;
-
-	if (!top)
+	if (!l->engine->top)
 		return;
-	event_active(&top->ev_write, EV_TIMEOUT, 1);
-	event_active(&top->ev_read, EV_TIMEOUT, 1);
+	poke_write(l->engine);
+	poke_read(l->engine);
 }
 
 void
@@ -1743,7 +2430,7 @@ strata_layer_flush_later(struct strata_layer *l)
 	if (e->flush_due || !e->top)
 		return;
 	e->flush_due = 1;
-	event_active(&e->top->ev_write, EV_TIMEOUT, 1);
+	poke_write(e);
 }
 
 void

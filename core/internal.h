@@ -150,6 +150,39 @@ ev_ssize_t strata_transport_read_cap_(struct bufferevent *transport);
 void strata_transport_read_charged_(struct bufferevent *transport,
     ev_ssize_t n);
 
+/* ---- direct stacks: the transport's socket bufferevent is the top ---- */
+
+/**
+ * Read what @p fd has, up to @p howmuch (FIONREAD sizes the reservation),
+ * into @p in. 1 if bytes were read, 0 on EOF, -1 with errno on error.
+ */
+int strata_wire_read_(struct evbuffer *in, evutil_socket_t fd,
+    ev_ssize_t howmuch);
+
+/** Let strata_engine_build_() make @p e direct if its transport allows. */
+void strata_engine_allow_direct_(struct strata_engine *e,
+    const struct strata_transport_type *t);
+
+/** Options a built-in transport adds to its socket bufferevent: the
+ * user's callback options when the stack will be direct, else none. */
+int strata_conn_bev_options_(struct strata_conn *c);
+
+/** 1 if @p bev is the top of a direct stack. */
+int strata_bev_is_direct_(struct bufferevent *bev);
+
+/**
+ * Connect the socket of @p bev to @p sa (or, with @p sa NULL, wait for the
+ * connect() the caller started on its fd), reporting BEV_EVENT_CONNECTED
+ * or BEV_EVENT_ERROR to the engine: bufferevent_socket_connect() for a
+ * stack over a separate transport, strata's own for a direct stack.
+ * 0, or -1 with errno when the connect failed at once.
+ */
+int strata_socket_connect_(struct strata_conn *c, struct bufferevent *bev,
+    const struct sockaddr *sa, int salen);
+
+/** A transport's event (BEV_EVENT_CONNECTED, ...) for the engine. */
+void strata_conn_event_(struct strata_conn *c, short what);
+
 /** Register the built-in filters once (idempotent, thread-safe). */
 void strata_builtin_init_(void);
 

@@ -40,19 +40,27 @@
 static int read_into(struct evbuffer *in, evutil_socket_t fd,
     ev_ssize_t howmuch);
 
-static int
-read_some(struct bufferevent *bev, evutil_socket_t fd, ev_ssize_t howmuch)
+int
+strata_wire_read_(struct evbuffer *in, evutil_socket_t fd, ev_ssize_t howmuch)
 {
-	struct evbuffer *in = bufferevent_get_input(bev);
-	int n, avail = 0;
+	int avail = 0;
 
 	if (ioctl(fd, FIONREAD, &avail) < 0 || avail < IO_MIN)
 		avail = IO_MIN;
 	if (howmuch > avail)
 		howmuch = avail;
+	return read_into(in, fd, howmuch);
+}
+
+static int
+read_some(struct bufferevent *bev, evutil_socket_t fd, ev_ssize_t howmuch)
+{
+	struct evbuffer *in = bufferevent_get_input(bev);
+	int n;
+
 	/* a socket bufferevent keeps its input's end frozen outside reads */
 	evbuffer_unfreeze(in, 0);
-	n = read_into(in, fd, howmuch);
+	n = strata_wire_read_(in, fd, howmuch);
 	evbuffer_freeze(in, 0);
 	return n;
 }
@@ -161,6 +169,10 @@ strata_socket_tune(struct bufferevent *bev, evutil_socket_t wfd)
 	bufferevent_lock(bev);
 	bufferevent_set_max_single_read(bev, IO_MAX);
 	bufferevent_set_max_single_write(bev, IO_MAX);
+	if (strata_bev_is_direct_(bev)) { /* the engine's read path already */
+		bufferevent_unlock(bev);
+		return 0;
+	}
 	pending = event_pending(&bev->ev_read, EV_READ, NULL);
 	event_del(&bev->ev_read);
 	event_assign(&bev->ev_read, base, fd, EV_READ | EV_PERSIST |
@@ -260,6 +272,7 @@ strata_stack_connect(struct strata_stack *s, struct event_base *base,
 		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
 		return NULL;
 	}
+	strata_engine_allow_direct_(e, s->t);
 	b.tport = s->t;
 	if (!(bev = s->t->connect(s->cfg, strata_engine_conn_(e), &b.tstate,
 		  err))) {
@@ -374,6 +387,7 @@ listener_build(struct strata_listener *l, struct event_base *base,
 		evutil_closesocket(fd);
 		return;
 	}
+	strata_engine_allow_direct_(e, l->t);
 	bev = l->t->accept(l->cfg, fd, strata_engine_conn_(e), &b.tstate,
 	    &err);
 	if (!bev) {

@@ -287,7 +287,7 @@ pipe_ready(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	bufferevent_trigger_event(st->bev, BEV_EVENT_CONNECTED, 0);
+	strata_conn_event_(st->c, BEV_EVENT_CONNECTED);
 }
 
 static struct bufferevent *
@@ -301,6 +301,7 @@ pipe_open(const struct pipe_cfg *cfg, struct strata_conn *c, int rfd,
 
 	if (pid > 0) /* the child's pipes are ours alone */
 		opts |= BEV_OPT_CLOSE_ON_FREE;
+	opts |= strata_conn_bev_options_(c);
 	if (!st) {
 		strata_error_set(err, STRATA_ERR_NOMEM, "out of memory");
 		return NULL;

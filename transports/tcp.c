@@ -244,7 +244,9 @@ tcp_drop_socket(struct tcp_state *st)
 	evutil_socket_t fd = bufferevent_getfd(st->bev);
 
 	if (fd >= 0) {
-		bufferevent_disable(st->bev, EV_READ | EV_WRITE);
+		/* a direct stack's enabled flags are the user's */
+		if (!strata_bev_is_direct_(st->bev))
+			bufferevent_disable(st->bev, EV_READ | EV_WRITE);
 		bufferevent_setfd(st->bev, -1);
 		evutil_closesocket(fd);
 	}
@@ -301,15 +303,15 @@ tcp_try_next(struct tcp_state *st)
 		bufferevent_setfd(st->bev, fd);
 		/* a failed attempt disabled reading and writing (here and in
 		 * the read path): give the next socket what the first had */
-		bufferevent_enable(st->bev, cn->enabled);
+		if (!strata_bev_is_direct_(st->bev))
+			bufferevent_enable(st->bev, cn->enabled);
 		cn->attempts++;
 		if (a->ai_addrlen <= sizeof(st->peer) &&
-		    bufferevent_socket_connect(st->bev, a->ai_addr,
+		    strata_socket_connect_(st->c, st->bev, a->ai_addr,
 			(int)a->ai_addrlen) == 0) {
 			memcpy(&st->peer, a->ai_addr, a->ai_addrlen);
 			st->peerlen = (socklen_t)a->ai_addrlen;
 			cn->cur = a->ai_next;
-			strata_socket_tune(st->bev, -1);
 			return;
 		}
 		cn->last_err = errno;
@@ -440,7 +442,7 @@ tcp_connect(const void *cfgv, struct strata_conn *c, void **state,
 	int opts = strata_conn_options(c) &
 	    (BEV_OPT_CLOSE_ON_FREE | BEV_OPT_THREADSAFE);
 	struct bufferevent *bev = bufferevent_socket_new(base, -1,
-	    opts | BEV_OPT_CLOSE_ON_FREE);
+	    opts | BEV_OPT_CLOSE_ON_FREE | strata_conn_bev_options_(c));
 	struct tcp_state *st = bev ? tcp_state_new(cfg, c, bev) : NULL;
 	struct tcp_connect *cn = st ? strata_calloc_(1, sizeof(*cn)) : NULL;
 
@@ -514,7 +516,7 @@ tcp_accept(const void *cfgv, evutil_socket_t fd, struct strata_conn *c,
 
 	tcp_sockopts(cfgv, fd);
 	bev = bufferevent_socket_new(strata_conn_base(c), fd,
-	    opts | BEV_OPT_CLOSE_ON_FREE);
+	    opts | BEV_OPT_CLOSE_ON_FREE | strata_conn_bev_options_(c));
 	st = bev ? tcp_state_new(cfgv, c, bev) : NULL;
 	if (!st) {
 		if (bev)

@@ -156,7 +156,7 @@ unix_connect(const void *cfgv, struct strata_conn *c, void **state,
 	/* the socket is strata's own: it goes with the stack, whatever
 	 * the caller's options (as for tcp) */
 	int opts = (strata_conn_options(c) & BEV_OPT_THREADSAFE) |
-	    BEV_OPT_CLOSE_ON_FREE;
+	    BEV_OPT_CLOSE_ON_FREE | strata_conn_bev_options_(c);
 	struct unix_state *st = strata_calloc_(1, sizeof(*st));
 	struct bufferevent *bev = NULL;
 	evutil_socket_t fd = -1;
@@ -186,8 +186,8 @@ unix_connect(const void *cfgv, struct strata_conn *c, void **state,
 	st->peerlen = cfg->len;
 	st->connecting = 1;
 	unix_read_cred(st, fd);
-	/* Let libevent report completion (CONNECTED or ERROR). */
-	if (bufferevent_socket_connect(bev, NULL, 0) < 0)
+	/* Report completion (CONNECTED or ERROR) from the loop. */
+	if (strata_socket_connect_(c, bev, NULL, 0) < 0)
 		goto nomem;
 	strata_socket_tune(bev, -1);
 	*state = st;
@@ -209,7 +209,7 @@ unix_accept(const void *cfgv, evutil_socket_t fd, struct strata_conn *c,
     void **state, struct strata_error *err)
 {
 	int opts = (strata_conn_options(c) & BEV_OPT_THREADSAFE) |
-	    BEV_OPT_CLOSE_ON_FREE;
+	    BEV_OPT_CLOSE_ON_FREE | strata_conn_bev_options_(c);
 	struct unix_state *st = strata_calloc_(1, sizeof(*st));
 	struct bufferevent *bev = st ? bufferevent_socket_new(
 	    strata_conn_base(c), fd, opts) : NULL;
