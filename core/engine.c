@@ -1437,8 +1437,8 @@ wire_update(struct strata_engine *e)
 
 	if (!e->direct)
 		return;
-	rd = fd_ok && !e->connecting && !e->rd_off && !e->rd_parked &&
-	    !e->rd_limited && (e->lib_rd || e->handshaking || e->closing);
+	rd = fd_ok && !e->connecting && !e->rd_parked && !e->rd_limited &&
+	    (e->closing || (!e->rd_off && (e->lib_rd || e->handshaking)));
 	wr = fd_ok && !e->wr_off && (e->connecting ||
 	    (!e->shut_wr && !e->wr_limited && !e->wr_timed_out &&
 		(evbuffer_get_length(e->t_out) || (e->lib_wr &&
@@ -1598,6 +1598,22 @@ d_ctrl(struct bufferevent *bev, int op, union bev_ctrl_data *d)
 	}
 }
 
+/*
+ * The last reference to the top is gone; libevent finalizes it from the
+ * loop later. The transport stops now: a timer of its own (tcp's start,
+ * its next address) would otherwise re-assign the top's events while
+ * they wait to be finalized.
+ */
+static void
+d_unlink(struct bufferevent *bev)
+{
+	struct strata_engine *e = direct_engine(bev);
+
+	if (e->tport && e->tport->destroy && e->tstate)
+		e->tport->destroy(e->tstate);
+	e->tstate = NULL;
+}
+
 /* The top is finalized: free the engine, then let the socket type close
  * its fd. */
 static void
@@ -1632,6 +1648,7 @@ direct_check(const struct bufferevent *t)
 		direct_ops.type = "strata";
 		direct_ops.enable = d_enable;
 		direct_ops.disable = d_disable;
+		direct_ops.unlink = d_unlink;
 		direct_ops.destruct = d_destruct;
 		direct_ops.flush = d_flush;
 		direct_ops.ctrl = d_ctrl;
@@ -1762,8 +1779,9 @@ direct_read(evutil_socket_t fd, short what, void *arg)
 	} else if (!e->failed || e->closing) {
 		int full = e->poke_in;
 		e->poke_in = 0;
-		if (!e->connecting && !e->rd_off && !e->rd_parked &&
-		    (e->lib_rd || e->handshaking || e->closing) &&
+		/* closing reads to the peer's FIN, whatever ended before */
+		if (!e->connecting && !e->rd_parked && (e->closing ||
+			(!e->rd_off && (e->lib_rd || e->handshaking))) &&
 		    wire_read(e, fd) < 0)
 			goto out;
 		if (e->closing && !e->handshaking)
