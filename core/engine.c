@@ -415,7 +415,6 @@ engine_fail(struct strata_engine *e, short dir, enum strata_error_code code,
 {
 	if (e->failed)
 		return;
-	if (getenv("SDBG")) fprintf(stderr, "FAIL %s\n", msg);
 	e->failed = 1;
 	e->fail_dir = dir;
 	e->error = strata_strdup_(msg);
@@ -1438,12 +1437,12 @@ wire_update(struct strata_engine *e)
 	if (!e->direct)
 		return;
 	rd = fd_ok && !e->connecting && !e->rd_parked && !e->rd_limited &&
+	    !e->peer_eof &&
 	    (e->closing || (!e->rd_off && (e->lib_rd || e->handshaking)));
 	wr = fd_ok && !e->wr_off && (e->connecting ||
 	    (!e->shut_wr && !e->wr_limited && !e->wr_timed_out &&
 		(evbuffer_get_length(e->t_out) || (e->lib_wr &&
 		    !e->out_stalled && evbuffer_get_length(e->top_out)))));
-	if (getenv("SDBG")) fprintf(stderr, "wire_update %p failed=%d rdoff=%d park=%d lim=%d wrlim=%d hs=%d rd=%d wr=%d lib_rd=%d lib_wr=%d conn=%d tin=%zu tout=%zu topin=%zu topout=%zu fd=%d\n", (void*)top, e->failed, e->rd_off, e->rd_parked, e->rd_limited, e->wr_limited, e->handshaking, rd, wr, e->lib_rd, e->lib_wr, e->connecting, evbuffer_get_length(e->t_in), evbuffer_get_length(e->t_out), evbuffer_get_length(e->top_in), evbuffer_get_length(e->top_out), event_get_fd(&top->ev_read));
 	wire_set(&top->ev_read, EV_READ, rd, e->poked_rd, &top->timeout_read);
 	wire_set(&top->ev_write, EV_WRITE, wr, e->poked_wr,
 	    &top->timeout_write);
@@ -1722,6 +1721,7 @@ wire_read(struct strata_engine *e, evutil_socket_t fd)
 		return 0;
 	if (r <= 0) {
 		e->rd_off = 1;
+		e->peer_eof = e->peer_eof || r == 0;
 		EVUTIL_SET_SOCKET_ERROR(r < 0 ? err : 0);
 		transport_event(e, BEV_EVENT_READING |
 		    (r < 0 ? BEV_EVENT_ERROR : BEV_EVENT_EOF));
@@ -1780,7 +1780,8 @@ direct_read(evutil_socket_t fd, short what, void *arg)
 		int full = e->poke_in;
 		e->poke_in = 0;
 		/* closing reads to the peer's FIN, whatever ended before */
-		if (!e->connecting && !e->rd_parked && (e->closing ||
+		if (!e->connecting && !e->rd_parked && !e->peer_eof &&
+		    (e->closing ||
 			(!e->rd_off && (e->lib_rd || e->handshaking))) &&
 		    wire_read(e, fd) < 0)
 			goto out;
