@@ -95,7 +95,6 @@ struct close_state {
 
 /* The handle transports get; embedded in the engine. */
 struct strata_conn {
-	struct strata_engine *engine;
 	struct event_base *base;
 	struct evdns_base *dns;
 	int options;
@@ -108,16 +107,11 @@ struct strata_engine {
 	struct strata_conn conn;
 	const struct strata_transport_type *tport;
 	void *tstate;
-	struct bufferevent_rate_limit_group *group;
-	bufferevent_data_cb orig_r, orig_w;
-	bufferevent_event_cb orig_e;
-	void *orig_arg;
 	struct strata_layer **layers; /* each allocated alone: plugins keep
 					 their layer pointer across pushes */
-	size_t n;
+	struct strata_layer *layer1;  /* the array of a one-layer stack */
 	/* the four buffers at the ends, cached (they never change) */
 	struct evbuffer *t_in, *t_out, *top_in, *top_out;
-	struct evbuffer_cb_entry *fill_cb, *tout_cb;
 	uint64_t wire_in, wire_out;
 	size_t t_in_seen;	  /* transport input left after the engine ran */
 	char *error;		  /* "<layer>: <cause>", set once */
@@ -127,6 +121,7 @@ struct strata_engine {
 	int depth;		  /* filter calls in progress */
 	int priority;		  /* strata_priority_set(), or -1 */
 	short fail_dir;
+	unsigned n;		  /* layers */
 	unsigned failed : 1;
 	unsigned error_raised : 1;
 	unsigned connected : 1;
@@ -157,12 +152,28 @@ struct strata_engine {
 	unsigned poked_wr : 1;	  /* ev_write was activated by the engine */
 	unsigned announce_due : 1; /* raise CONNECTED from the read event */
 	unsigned out_stalled : 1; /* the layers took none of the top's output */
-	int conn_err;		  /* the connect() that failed at once */
-	/* a direct top's be_ops: the engine is found from it */
-	struct bev_ops ops;
+	union {
+		struct { /* over a filter bufferevent */
+			bufferevent_data_cb orig_r, orig_w;
+			bufferevent_event_cb orig_e;
+			void *orig_arg;
+			struct evbuffer_cb_entry *fill_cb, *tout_cb;
+			/* charged by strata's read path on the transport */
+			struct bufferevent_rate_limit_group *group;
+		};
+		/* direct: the top's be_ops; the engine is found from it */
+		struct bev_ops ops;
+	};
 };
 
 static const struct timeval hook_now = {0, 1};
+
+static struct strata_engine *
+conn_engine(struct strata_conn *c)
+{
+	return (struct strata_engine *)(void *)((char *)c -
+	    offsetof(struct strata_engine, conn));
+}
 
 static void wrap_r(struct bufferevent *t, void *arg);
 static void close_finish(struct strata_engine *e, int delivered);
@@ -1587,7 +1598,6 @@ d_ctrl(struct bufferevent *bev, int op, union bev_ctrl_data *d)
 	case CTRL_SET_FD: /* a transport trying its next address */
 		direct_assign(e, d->fd, d->fd);
 		e->connecting = 0;
-		e->conn_err = 0;
 		wire_update(e);
 		return 0;
 	case CTRL_GET_UNDERLYING:
@@ -1691,7 +1701,7 @@ strata_engine_allow_direct_(struct strata_engine *e,
 int
 strata_conn_bev_options_(struct strata_conn *c)
 {
-	return c->engine->direct_ok ? c->options &
+	return conn_engine(c)->direct_ok ? c->options &
 	    (BEV_OPT_DEFER_CALLBACKS | BEV_OPT_UNLOCK_CALLBACKS) : 0;
 }
 
@@ -1765,9 +1775,14 @@ direct_read(evutil_socket_t fd, short what, void *arg)
 {
 	struct bufferevent *top = arg;
 	struct strata_engine *e = direct_engine(top);
+	unsigned poked;
 
 	bufferevent_incref(top);
 	bufferevent_lock(top);
+	/* a poke reads nothing: a read that finds nothing still leaves a
+	 * chain of 8 KiB in t_in (the socket, being level-triggered, wakes
+	 * this again if it has bytes) */
+	poked = e->poked_rd;
 	e->poked_rd = 0;
 	if (e->announce_due) {
 		e->announce_due = 0;
@@ -1780,7 +1795,7 @@ direct_read(evutil_socket_t fd, short what, void *arg)
 		int full = e->poke_in;
 		e->poke_in = 0;
 		/* closing reads to the peer's FIN, whatever ended before */
-		if (!e->connecting && !e->rd_parked && !e->peer_eof &&
+		if (!poked && !e->connecting && !e->rd_parked && !e->peer_eof &&
 		    (e->closing ||
 			(!e->rd_off && (e->lib_rd || e->handshaking))) &&
 		    wire_read(e, fd) < 0)
@@ -1800,13 +1815,12 @@ out:
 static void
 connect_done(struct strata_engine *e, evutil_socket_t fd)
 {
-	int err = e->conn_err;
+	int err = 0;
 	socklen_t len = sizeof(err);
 
-	if (!err && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 		err = errno;
 	e->connecting = 0;
-	e->conn_err = 0;
 	EVUTIL_SET_SOCKET_ERROR(err);
 	transport_event(e, err ? BEV_EVENT_ERROR : BEV_EVENT_CONNECTED);
 }
@@ -1908,7 +1922,7 @@ int
 strata_socket_connect_(struct strata_conn *c, struct bufferevent *bev,
     const struct sockaddr *sa, int salen)
 {
-	struct strata_engine *e = c->engine;
+	struct strata_engine *e = conn_engine(c);
 	evutil_socket_t fd;
 
 	if (!e->direct_ok) {
@@ -1922,7 +1936,6 @@ strata_socket_connect_(struct strata_conn *c, struct bufferevent *bev,
 	    errno != EINPROGRESS)
 		return -1;
 	e->connecting = 1;
-	e->conn_err = 0;
 	if (e->direct) {
 		wire_update(e);
 		strata_socket_tune(bev, -1);
@@ -1933,7 +1946,7 @@ strata_socket_connect_(struct strata_conn *c, struct bufferevent *bev,
 void
 strata_conn_event_(struct strata_conn *c, short what)
 {
-	struct strata_engine *e = c->engine;
+	struct strata_engine *e = conn_engine(c);
 	struct bufferevent *top = e->top;
 
 	if (!e->direct) {
@@ -2012,10 +2025,10 @@ engine_free(void *arg)
 		if (e->rd_parked)
 			bufferevent_enable(e->transport, EV_READ);
 	}
-	if (e->fill_cb)
+	if (!e->direct && e->fill_cb)
 		evbuffer_remove_cb_entry(e->top_out,
 		    e->fill_cb);
-	if (e->tout_cb)
+	if (!e->direct && e->tout_cb)
 		evbuffer_remove_cb_entry(e->t_out,
 		    e->tout_cb);
 	for (i = 0; i < e->n; i++)
@@ -2025,7 +2038,8 @@ engine_free(void *arg)
 			event_free(e->closing->timer);
 		strata_free_(e->closing);
 	}
-	strata_free_(e->layers);
+	if (e->layers != &e->layer1)
+		strata_free_(e->layers);
 	strata_free_(e->error);
 	strata_free_(e->err_detail);
 	strata_free_(e);
@@ -2067,7 +2081,14 @@ layers_add(struct strata_engine *e, struct strata_spec *spec,
 	size_t first = e->n, i, made = 0;
 	struct strata_layer **ls;
 
-	ls = strata_realloc_(e->layers, (first + spec->n) * sizeof(*ls));
+	if (first + spec->n == 1)
+		ls = &e->layer1; /* no array of its own for one layer */
+	else if (e->layers == &e->layer1) {
+		if ((ls = strata_malloc_((first + spec->n) * sizeof(*ls))))
+			memcpy(ls, e->layers, first * sizeof(*ls));
+	} else
+		ls = strata_realloc_(e->layers, (first + spec->n) *
+		    sizeof(*ls));
 	if (!ls)
 		goto nomem;
 	e->layers = ls;
@@ -2142,7 +2163,6 @@ strata_engine_alloc_(struct event_base *base, struct evdns_base *dns,
 
 	if (!e)
 		return NULL;
-	e->conn.engine = e;
 	e->conn.base = base;
 	e->conn.dns = dns;
 	e->conn.options = options & ~STRATA_OPT_SERVER;
@@ -2165,7 +2185,8 @@ strata_engine_discard_(struct strata_engine *e)
 		layer_release(e->layers[--e->n]);
 	if (e->conn.own_dns && e->conn.dns)
 		evdns_base_free(e->conn.dns, 0);
-	strata_free_(e->layers);
+	if (e->layers != &e->layer1)
+		strata_free_(e->layers);
 	strata_free_(e);
 }
 
@@ -2488,7 +2509,7 @@ strata_conn_options(struct strata_conn *c)
 void
 strata_conn_fail(struct strata_conn *c, int sys_errno, const char *fmt, ...)
 {
-	struct strata_engine *e = c->engine;
+	struct strata_engine *e = conn_engine(c);
 	char cause[STRATA_ERROR_MAX], msg[STRATA_ERROR_MAX + 40];
 	va_list ap;
 
@@ -2530,7 +2551,8 @@ strata_transport_read_charged_(struct bufferevent *transport, ev_ssize_t n)
 	void *arg = NULL;
 
 	bufferevent_getcb(transport, &r, NULL, NULL, &arg);
-	if (r == wrap_r && ((struct strata_engine *)arg)->group)
+	if (r == wrap_r && !((struct strata_engine *)arg)->direct &&
+	    ((struct strata_engine *)arg)->group)
 		bufferevent_rate_limit_group_decrement_read(
 		    ((struct strata_engine *)arg)->group, n);
 }
@@ -2590,7 +2612,8 @@ strata_set_rate_limit_group(struct bufferevent *top,
 
 	if (!e)
 		return -1;
-	e->group = group;
+	if (!e->direct) /* a direct stack's group is charged by libevent */
+		e->group = group;
 	if (!group)
 		return bufferevent_remove_from_rate_limit_group(e->transport);
 	return bufferevent_add_to_rate_limit_group(e->transport, group);

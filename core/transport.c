@@ -233,6 +233,9 @@ strata_stack_new(const char *stack, struct strata_error *err)
 		strata_stack_free(s);
 		return NULL;
 	}
+	/* configured: each connection's layers keep the spec, not this */
+	strata_free_(s->spec->transport);
+	s->spec->transport = NULL;
 	return s;
 }
 
