@@ -1831,9 +1831,11 @@ direct_output(struct strata_engine *e)
 {
 	size_t before = evbuffer_get_length(e->top_out);
 
-	rerun_output(e);
-	if (evbuffer_get_length(e->top_out) < before)
+	/* the user wrote: the write callback is owed (rerun_output() calls
+	 * it as soon as the output is at the mark) */
+	if (before)
 		e->wcb_due = 1;
+	rerun_output(e);
 	/* nothing taken, nothing to send: wait for a layer's kick (a
 	 * handshake that completes) rather than for a writable socket */
 	e->out_stalled = before && evbuffer_get_length(e->top_out) >= before &&

@@ -874,6 +874,60 @@ START_TEST(connect_timeout)
 }
 END_TEST
 
+/*
+ * A stack from strata_connect() over tcp is direct: its top is the
+ * transport's own socket bufferevent (one bufferevent per connection), so
+ * libevent's own timeout call works on it. STRATA_DIRECT=0 (the
+ * "-filter-bev" run of this program) builds the filter bufferevent over a
+ * transport instead.
+ */
+START_TEST(direct_top_is_its_transport)
+{
+	struct event_base *base = event_base_new();
+	const char *env = getenv("STRATA_DIRECT");
+	int direct = !env || strcmp(env, "0");
+	int port, lfd = th_tcp_listen(0, &port), fd, events, i;
+	struct timeval rd = {0, 100 * 1000};
+	struct th_peer *c;
+	char stack[96];
+
+	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", port);
+	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
+	th_run_until(base, &c->connected, 2000, "the connect");
+	fd = accept(lfd, NULL, NULL);
+	ck_assert_int_ge(fd, 0);
+	ck_assert(strata_is_stack(c->top));
+	ck_assert_int_ge(bufferevent_getfd(c->top), 0);
+	if (!direct) {
+		ck_assert_ptr_nonnull(bufferevent_get_underlying(c->top));
+		ck_assert_ptr_ne(strata_transport(c->top), c->top);
+		goto out;
+	}
+	ck_assert_ptr_null(bufferevent_get_underlying(c->top));
+	ck_assert_ptr_eq(strata_transport(c->top), c->top);
+	/* the peer is silent: libevent's read timeout, on the top itself */
+	events = c->events; /* CONNECTED */
+	ck_assert_int_eq(bufferevent_set_timeouts(c->top, &rd, NULL), 0);
+	for (i = 0; i < 200 && c->events == events; i++)
+		th_run_for(base, 10);
+	ck_assert_int_eq(c->events, events + 1);
+	ck_assert_int_eq(c->last_what, BEV_EVENT_READING | BEV_EVENT_TIMEOUT);
+	ck_assert(!(bufferevent_get_enabled(c->top) & EV_READ));
+	/* enabled again, it reads what comes */
+	ck_assert_int_eq(bufferevent_set_timeouts(c->top, NULL, NULL), 0);
+	ck_assert_int_eq(bufferevent_enable(c->top, EV_READ), 0);
+	c->want = 6;
+	ck_assert_int_eq(write(fd, "late\r\n", 6), 6);
+	th_run_until(base, &c->enough, 2000, "the late line");
+	ck_assert_msg(th_got_equals(c, "late\r\n"), "got %s", th_got_text(c));
+out:
+	th_peer_free(c);
+	close(fd);
+	close(lfd);
+	event_base_free(base);
+}
+END_TEST
+
 START_TEST(connect_refused)
 {
 	struct event_base *base = event_base_new();
@@ -1304,6 +1358,7 @@ main(void)
 	tc = tcase_create("errors");
 	tcase_add_test(tc, connect_timeout);
 	tcase_add_test(tc, connect_refused);
+	tcase_add_test(tc, direct_top_is_its_transport);
 	tcase_add_loop_test(tc, connect_waits_for_a_free_fd, 0, 2);
 	tcase_add_loop_test(tc, malformed_addresses, 0,
 	    (int)(sizeof(bad_addrs) / sizeof(bad_addrs[0])));
