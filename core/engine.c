@@ -1,6 +1,18 @@
 /*
- * The engine: one libevent filter bufferevent (the top) over the transport,
- * running the chain of plugin filters itself (DESIGN section 2).
+ * The engine runs the chain of plugin filters of a stack itself, under one
+ * of two tops:
+ *
+ * - direct (strata_connect() and strata_listen() over the built-in
+ *   transports): the top is the transport's own socket bufferevent, and
+ *   the engine reads and writes the socket into buffers of its own (see
+ *   "direct stacks" below). One bufferevent per connection: about 1 KB
+ *   less than the second design, and libevent's own timeouts, rate limits
+ *   and priority calls work on the top.
+ * - a libevent filter bufferevent over the transport (strata_push() onto
+ *   any bufferevent, user transports, STRATA_DIRECT=0): DESIGN section 2.
+ *
+ * The traps below are those of the second design; a direct top has only
+ * those of its own making, handled in its section.
  *
  * Layers are indexed from the wire up. On the input side layer i reads from
  * the buffer below it (the transport's input for layer 0) and appends to its

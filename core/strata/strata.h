@@ -94,7 +94,10 @@ STRATA_API int strata_is_stack(struct bufferevent *bev);
 
 /**
  * The bottom bufferevent (transport) of a stack, or NULL if @p top is not a
- * stack. Read its state; never set its callbacks.
+ * stack: @p top itself for a direct stack (strata_connect() and
+ * strata_listen() over the built-in transports, whose top is the
+ * transport's socket bufferevent). Read its state; never set its
+ * callbacks.
  */
 STRATA_API struct bufferevent *strata_transport(struct bufferevent *top);
 
