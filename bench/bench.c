@@ -997,11 +997,9 @@ block_write(int fd, const struct bench_text *text, size_t total)
 static int
 writer_idle(const struct flow *f, struct bufferevent *w)
 {
-	struct bufferevent *t = strata_transport(w);
-
 	return f->sent == f->total &&
 	       !evbuffer_get_length(bufferevent_get_output(w)) &&
-	       (!t || !evbuffer_get_length(bufferevent_get_output(t)));
+	       (!strata_is_stack(w) || !strata_unsent(w));
 }
 
 /* Setup of a strata pair: the connecting end's events, the accepted top. */

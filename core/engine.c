@@ -196,6 +196,7 @@ static void wire_update(struct strata_engine *e);
 static void poke_read(struct strata_engine *e);
 static void poke_write(struct strata_engine *e);
 static void pass_event(struct strata_engine *e, short what);
+static size_t unsent_below(struct strata_engine *e);
 
 /* ---- finding the engine of a top ---- */
 
@@ -261,6 +262,20 @@ strata_priority_set(struct bufferevent *top, int priority)
 	r = priority_apply(e);
 	bufferevent_unlock(top);
 	return r;
+}
+
+size_t
+strata_unsent(struct bufferevent *top)
+{
+	struct strata_engine *e = engine_of(top);
+	size_t n;
+
+	if (!e)
+		return (size_t)-1;
+	bufferevent_lock(top);
+	n = evbuffer_get_length(e->top_out) + unsent_below(e);
+	bufferevent_unlock(top);
+	return n;
 }
 
 /* ---- buffers around a layer ---- */

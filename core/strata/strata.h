@@ -116,6 +116,14 @@ STRATA_API struct bufferevent *strata_transport(struct bufferevent *top);
 STRATA_API int strata_priority_set(struct bufferevent *top, int priority);
 
 /**
+ * Bytes written to @p top that have not reached the transport's fd yet:
+ * the top's output plus what the layers and the wire buffer hold, in the
+ * encodings of the layers holding them. 0 once everything written was
+ * handed to the fd; (size_t)-1 if @p top is not a stack.
+ */
+STRATA_API size_t strata_unsent(struct bufferevent *top);
+
+/**
  * The last error raised on the stack (a plugin error, truncation, a
  * transport error), or NULL if none. The string lives as long as the stack.
  */
