@@ -1831,6 +1831,13 @@ direct_read(evutil_socket_t fd, short what, void *arg)
 			drop_wire_in(e);
 		else
 			input_pass(e, full);
+		/* What the layers answered (a handshake's next flight) goes
+		 * now: the socket is nearly always writable, and waiting for
+		 * epoll to say so costs a turn of the loop per round trip. */
+		if (evbuffer_get_length(e->t_out) && !e->wr_off &&
+		    !e->shut_wr && !e->wr_timed_out && !e->wr_limited &&
+		    wire_write(e) < 0)
+			goto out;
 	}
 out:
 	wire_update(e);
