@@ -1019,7 +1019,7 @@ section_idle(void)
 	    "idle-openssl"};
 	static const enum server_kind kinds[] = {SRV_STRATA, SRV_SOCKET,
 	    SRV_RAW};
-	static const size_t traffic[] = {0, CHUNK};
+	static const size_t traffic[] = {0, 4096, CHUNK};
 	double rss[3][MAX_RUNS], heap[3][MAX_RUNS], mr[3], mh[3];
 	int k, r, t, runs = o.runs < 3 ? o.runs : 3, use[3];
 
@@ -1029,10 +1029,12 @@ section_idle(void)
 	       "(OpenSSL client defaults: TLS 1.3),\n"
 	       "   both servers with default settings, each run in a fresh "
 	       "process, median of %d runs\n", o.idle, runs);
-	for (t = 0; t < 2; t++) {
+	for (t = 0; t < 3; t++) {
 		if (traffic[t])
-			printf("\n   b) after %zu KiB each way, then idle\n\n",
-			    traffic[t] / 1024);
+			printf("\n   %c) after %zu KiB each way, then idle%s\n\n",
+			    'a' + t, traffic[t] / 1024, t == 1 ?
+			    " (a small request and reply: the issue's \"about "
+			    "31 KB\" baseline)" : "");
 		else
 			printf("\n   a) right after the handshake (and one byte "
 			       "from the server)\n\n");
