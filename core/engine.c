@@ -1835,9 +1835,12 @@ direct_read(evutil_socket_t fd, short what, void *arg)
 		 * now: the socket is nearly always writable, and waiting for
 		 * epoll to say so costs a turn of the loop per round trip. */
 		if (evbuffer_get_length(e->t_out) && !e->wr_off &&
-		    !e->shut_wr && !e->wr_timed_out && !e->wr_limited &&
-		    wire_write(e) < 0)
-			goto out;
+		    !e->shut_wr && !e->wr_timed_out && !e->wr_limited) {
+			if (wire_write(e) < 0)
+				goto out;
+			maybe_shutdown(e);
+			write_cb_update(e);
+		}
 	}
 out:
 	wire_update(e);

@@ -421,6 +421,10 @@ srv_teardown(struct server *s)
 
 	for (i = 0; i < s->n; i++)
 		peer_destroy(s->p[i]);
+	/* a freed top waits for its deferred callbacks (a CONNECTED still
+	 * queued holds a reference), which event_base_free() drops without
+	 * running: let the loop run them */
+	th_run_for(s->base, 10);
 	for (i = 0; i < 300 && s->live; i++)
 		th_run_for(s->base, 10);
 	ck_assert_msg(s->live == 0, "%d connections still open", s->live);
