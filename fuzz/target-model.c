@@ -79,6 +79,7 @@ struct model {
 	struct event_base *base;
 	struct end e[2];
 	int sockets;
+	int direct;	/* sockets through strata_connect("pipe:...") */
 	enum top_kind top;
 	int eol;
 	size_t line_max;
@@ -653,11 +654,16 @@ run_op(struct model *m, struct fz_in *in)
 static void
 open_ends(struct model *m, int defer)
 {
-	struct bufferevent *t[2];
+	struct bufferevent *t[2] = {NULL, NULL};
 	struct strata_error err;
 	int i, fds[2];
 
-	if (m->sockets) {
+	if (m->sockets && m->direct) {
+		/* strata_connect over each fd: direct stacks, whose top is
+		 * the socket's own bufferevent */
+		FZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0,
+		    "socketpair failed");
+	} else if (m->sockets) {
 		FZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0,
 		    "socketpair failed");
 		for (i = 0; i < 2; i++) {
@@ -677,11 +683,23 @@ open_ends(struct model *m, int defer)
 		r->sent = evbuffer_new();
 		r->exp = evbuffer_new();
 		r->got = evbuffer_new();
-		FZ_CHECK(t[i] != NULL, "no transport");
-		r->top = strata_push(t[i], m->filters,
-		    BEV_OPT_CLOSE_ON_FREE |
-			((defer >> i) & 1 ? BEV_OPT_DEFER_CALLBACKS : 0),
-		    &err);
+		if (m->sockets && m->direct) {
+			char stack[600];
+			snprintf(stack, sizeof(stack), "pipe:%d,%d | %s",
+			    fds[i], fds[i], m->filters);
+			r->top = strata_connect(m->base, NULL, stack,
+			    BEV_OPT_CLOSE_ON_FREE |
+				((defer >> i) & 1 ? BEV_OPT_DEFER_CALLBACKS
+						  : 0),
+			    &err);
+		} else {
+			FZ_CHECK(t[i] != NULL, "no transport");
+			r->top = strata_push(t[i], m->filters,
+			    BEV_OPT_CLOSE_ON_FREE |
+				((defer >> i) & 1 ? BEV_OPT_DEFER_CALLBACKS
+						  : 0),
+			    &err);
+		}
 		FZ_CHECK(r->top != NULL, "%s: %s", m->filters, err.message);
 		bufferevent_setcb(r->top, on_read, NULL, on_event, r);
 		bufferevent_enable(r->top, EV_READ | EV_WRITE);
@@ -791,10 +809,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	build_filters(&m, &in);
 	opts = fz_u8(&in);
 	m.sockets = opts & 1;
+	m.direct = !!(opts & 8);
 	m.base = fz_base_new();
 	open_ends(&m, opts >> 1);
 	fz_log("model: %s over a %s", m.filters,
-	    m.sockets ? "socketpair" : "bufferevent pair");
+	    m.sockets ? m.direct ? "socketpair (direct stacks)" : "socketpair"
+		      : "bufferevent pair");
 	pump(&m);
 	while (in.n && ops++ < MAX_OPS)
 		run_op(&m, &in);
