@@ -1470,10 +1470,11 @@ static void
 wire_update(struct strata_engine *e)
 {
 	struct bufferevent *top = e->top;
-	int fd_ok = event_get_fd(&top->ev_read) >= 0, rd, wr;
+	int fd_ok, rd, wr;
 
-	if (!e->direct)
+	if (!e->direct) /* or not built yet */
 		return;
+	fd_ok = event_get_fd(&top->ev_read) >= 0;
 	rd = fd_ok && !e->connecting && !e->rd_parked && !e->rd_limited &&
 	    !e->peer_eof &&
 	    (e->closing || (!e->rd_off && (e->lib_rd || e->handshaking)));
@@ -1521,8 +1522,7 @@ announce_later(struct strata_engine *e)
 		return;
 	}
 	e->announce_due = 1;
-	e->poked_rd = 1;
-	event_active(&e->top->ev_read, EV_READ, 1);
+	poke_read(e); /* as hook_read: then every layer is run */
 }
 
 /* A transport event the engine has handled goes on to the user. */
@@ -1710,18 +1710,20 @@ void
 strata_engine_allow_direct_(struct strata_engine *e,
     const struct strata_transport_type *t)
 {
-	static int env = -1;
+	static int env = -1; /* -1: not read yet (threads may race: same value) */
+	int ok;
 
 	if (t != &strata_tcp_transport_ && t != &strata_unix_transport_ &&
 	    t != &strata_pipe_transport_ && t != &strata_exec_transport_)
 		return;
-	if (env < 0) {
+	if ((ok = __atomic_load_n(&env, __ATOMIC_RELAXED)) < 0) {
 		const char *v = getenv("STRATA_DIRECT");
-		env = (!v || strcmp(v, "0")) &&
+		ok = (!v || strcmp(v, "0")) &&
 		    (event_get_version_number() & 0xffffff00) ==
 		    LIBEVENT_CHECKED;
+		__atomic_store_n(&env, ok, __ATOMIC_RELAXED);
 	}
-	e->direct_ok = env && __atomic_load_n(&direct_state,
+	e->direct_ok = ok && __atomic_load_n(&direct_state,
 	    __ATOMIC_ACQUIRE) >= 0;
 }
 
@@ -1967,18 +1969,17 @@ strata_socket_connect_(struct strata_conn *c, struct bufferevent *bev,
 	if (!e->direct_ok) {
 		if (bufferevent_socket_connect(bev, sa, salen) < 0)
 			return -1;
-		strata_socket_tune(bev, -1);
-		return 0;
+	} else {
+		fd = bufferevent_getfd(bev);
+		if (sa && connect(fd, sa, (socklen_t)salen) < 0 &&
+		    errno != EINPROGRESS)
+			return -1;
+		e->connecting = 1;
+		wire_update(e); /* nothing before the stack is built */
 	}
-	fd = bufferevent_getfd(bev);
-	if (sa && connect(fd, sa, (socklen_t)salen) < 0 &&
-	    errno != EINPROGRESS)
-		return -1;
-	e->connecting = 1;
-	if (e->direct) {
-		wire_update(e);
-		strata_socket_tune(bev, -1);
-	}
+	/* connecting reset the I/O sizes (and, over a filter bufferevent,
+	 * libevent's read path) */
+	strata_socket_tune(bev, -1);
 	return 0;
 }
 
@@ -2590,8 +2591,7 @@ strata_transport_read_charged_(struct bufferevent *transport, ev_ssize_t n)
 	void *arg = NULL;
 
 	bufferevent_getcb(transport, &r, NULL, NULL, &arg);
-	if (r == wrap_r && !((struct strata_engine *)arg)->direct &&
-	    ((struct strata_engine *)arg)->group)
+	if (r == wrap_r && ((struct strata_engine *)arg)->group)
 		bufferevent_rate_limit_group_decrement_read(
 		    ((struct strata_engine *)arg)->group, n);
 }

@@ -889,13 +889,22 @@ START_TEST(direct_top_is_its_transport)
 	int port, lfd = th_tcp_listen(0, &port), fd, events, i;
 	struct timeval rd = {0, 100 * 1000};
 	struct th_peer *c;
-	char stack[96];
+	char stack[96], buf[16];
 
+	ck_assert_uint_eq(strata_unsent(NULL), (size_t)-1);
 	snprintf(stack, sizeof(stack), "tcp://127.0.0.1:%d | lines", port);
 	c = th_peer_connect(base, NULL, stack, BEV_OPT_CLOSE_ON_FREE);
+	/* strata_unsent(): written while connecting, then all at the fd */
+	ck_assert_int_eq(bufferevent_write(c->top, "early\n", 6), 0);
+	ck_assert_uint_eq(strata_unsent(c->top), 6);
 	th_run_until(base, &c->connected, 2000, "the connect");
+	for (i = 0; i < 200 && strata_unsent(c->top); i++)
+		th_run_for(base, 10);
+	ck_assert_uint_eq(strata_unsent(c->top), 0);
 	fd = accept(lfd, NULL, NULL);
 	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(recv(fd, buf, sizeof(buf), 0), 6);
+	ck_assert(!memcmp(buf, "early\n", 6));
 	ck_assert(strata_is_stack(c->top));
 	ck_assert_int_ge(bufferevent_getfd(c->top), 0);
 	if (!direct) {

@@ -189,7 +189,6 @@ unix_connect(const void *cfgv, struct strata_conn *c, void **state,
 	/* Report completion (CONNECTED or ERROR) from the loop. */
 	if (strata_socket_connect_(c, bev, NULL, 0) < 0)
 		goto nomem;
-	strata_socket_tune(bev, -1);
 	*state = st;
 	return bev;
 nomem:
